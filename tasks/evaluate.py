@@ -1,0 +1,102 @@
+"""Stage ``evaluate@<algo>-<method>``: judge the final policy and measure the reward model against it.
+
+- win rate of the final policy vs the reference summaries and vs the SFT policy, gold judge, both orders, bootstrap
+  95% CI and length-controlled win rate;
+- reward-model accuracy on the static RM-test pairs and on pairs sampled from the final policy labelled by the gold
+  judge (strict: ties are wrong), with calibration;
+- gold score / length / repetition of the final policy's generations.
+Writes ``metrics/eval/<run>.json`` and ``metrics/eval/<run>_generations.jsonl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from r2m.config import Config
+from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
+from r2m.evaluation.accuracy import reward_accuracy_report
+from r2m.evaluation.text_stats import batch_stats
+from r2m.evaluation.winrate import win_rate_report
+from r2m.generation import generate
+from r2m.judges.base import Judge, PairwiseItem
+from r2m.judges.gold import GoldPairwiseJudge
+from r2m.models.reward_model import RewardModel
+from r2m.rm_train import score_pairs
+from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
+from tasks.sft import SFT_GENERATIONS
+
+
+def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str], tag: str) -> dict:
+    """Win-rate report of ``ours`` (A) against ``theirs`` (B) on the same prompts."""
+    items = [PairwiseItem(f"{r['id']}:{tag}", r["prompt"], a, b, {"post_id": r["post_id"]})
+             for r, a, b in zip(rows, ours, theirs, strict=True)]
+    verdicts = judge.judge(items, both_orders=True)
+    return win_rate_report(verdicts, lengths_a=[len(a.split()) for a in ours],
+                           lengths_b=[len(b.split()) for b in theirs])
+
+
+def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dict]:
+    """Two sampled completions per prompt, labelled by the gold judge (pairs with equal gold are dropped)."""
+    rows = rows[: cfg.evaluate.n_policy_pairs]
+    prompts = [r["prompt"] for r in rows]
+    a = generate(model, tok, prompts, cfg.evaluate.max_new_tokens, greedy=False, temperature=cfg.rl.temperature,
+                 seed=cfg.seed + 1)
+    b = generate(model, tok, prompts, cfg.evaluate.max_new_tokens, greedy=False, temperature=cfg.rl.temperature,
+                 seed=cfg.seed + 2)
+    ids = [r["post_id"] for r in rows]
+    ga, gb = gold_fn(ids, a), gold_fn(ids, b)
+    out = []
+    for r, x, y, sx, sy in zip(rows, a, b, ga, gb, strict=True):
+        if sx != sy:
+            chosen, rejected = (x, y) if sx > sy else (y, x)
+            out.append({"id": r["id"], "prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
+    return out
+
+
+def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla") -> dict:
+    set_threads(cfg)
+    paths = Paths.of(cfg, workdir)
+    run = f"{algo}-{method}"
+    policy_dir = paths.rl_run(run) / "final" / "policy"
+    if not policy_dir.exists():
+        raise FileNotFoundError(f"{policy_dir}: no final policy; run the rl stage for {run} first")
+    tok = AutoTokenizer.from_pretrained(policy_dir)
+    model = AutoModelForCausalLM.from_pretrained(policy_dir, use_safetensors=True)
+    rows = read_jsonl(paths.data / "eval_prompts.jsonl")
+    gens = generate(model, tok, [r["prompt"] for r in rows], cfg.evaluate.max_new_tokens, greedy=cfg.evaluate.greedy,
+                    temperature=cfg.rl.temperature, seed=cfg.seed)
+    sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
+    metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}
+    posts, gold_fn = load_gold(paths)
+    rm = RewardModel.load(paths.rm)
+    ml = cfg.reward_model.max_length
+    metrics["rm_test"] = reward_accuracy_report(*score_pairs(rm, read_jsonl(paths.data / "rm_test.jsonl",
+                                                                              PAIR_SCHEMA), ml))
+    metrics["policy_proxy_mean"] = float(rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)],
+                                                        max_length=ml).mean())
+    if gold_fn is not None:
+        judge = GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)
+        refs = [" " + r["reference"] for r in rows]
+        metrics["vs_reference"] = win_rates(judge, rows, gens, refs, "ref")
+        metrics["vs_sft"] = win_rates(judge, rows, gens, [sft_gens[r["id"]] for r in rows], "sft")
+        gold = gold_fn([r["post_id"] for r in rows], gens)
+        metrics["policy_gold_mean"] = sum(gold) / len(gold)
+        pairs = policy_pairs(model, tok, rows, gold_fn, cfg)
+        if pairs:
+            metrics["rm_policy_pairs"] = reward_accuracy_report(*score_pairs(rm, pairs, ml))
+    out = paths.metrics / "eval"
+    write_jsonl(out / f"{run}_generations.jsonl",
+                ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(rows, gens, strict=True)))
+    write_json(out / f"{run}.json", metrics)
+    return {"metrics": metrics}
+
+
+def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True,
+        algo: str = "grpo", method: str = "vanilla") -> dict:
+    return run_stage("evaluate", evaluate, cfg, workdir, pipeline_id, mlflow, algo=algo, method=method)
+
+
+if __name__ == "__main__":
+    stage_main("evaluate", evaluate, __doc__, run_args=("algo", "method"))

@@ -1,0 +1,61 @@
+"""Stage ``register``: register the best run's policy and the reward model in the MLflow model registry.
+
+Versions get the alias ``candidate``; ``r2m promote`` moves ``champion`` to a candidate that passes the gate.
+"Best" = highest gold win rate vs the reference summaries (ties as half); every run's metrics are logged beside it.
+Writes ``metrics/register.json`` (names and versions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from r2m.config import Config
+from r2m.data.io import read_json, write_json
+from tasks.common import Paths, run_stage, stage_main
+
+PROMOTION_METRIC = "win_rate_vs_reference"
+
+
+def pick_best(paths: Paths, runs: list[str]) -> tuple[str, float | None]:
+    """The run with the highest win rate vs the reference (the first run when no eval exists)."""
+    scored = []
+    for run in runs:
+        f = paths.metrics / "eval" / f"{run}.json"
+        wr = (read_json(f).get("vs_reference") or {}).get("win_rate_ties_half") if f.exists() else None
+        scored.append((wr if wr is not None else float("-inf"), run))
+    best_wr, best = max(scored, key=lambda t: t[0])
+    return best, (None if best_wr == float("-inf") else best_wr)
+
+
+def register(cfg: Config, workdir: str | Path = ".") -> dict:
+    import mlflow
+
+    from r2m import tracking
+
+    paths = Paths.of(cfg, workdir)
+    best, wr = pick_best(paths, cfg.run_names())
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("register must run inside an MLflow stage run (use tasks.register.run)")
+    run_id = active.info.run_id
+    prefix = cfg.mlflow.registry_prefix
+    metrics = {PROMOTION_METRIC: wr} if wr is not None else {}
+    policy_name, rm_name = f"{prefix}-policy", f"{prefix}-reward-model"
+    pv = tracking.register_model_dir(paths.rl_run(best) / "final" / "policy", policy_name, run_id=run_id,
+                                     kind="policy", description=f"{best} final policy", metrics=metrics)
+    rv = tracking.register_model_dir(paths.rm, rm_name, run_id=run_id, kind="reward_model",
+                                     description="vanilla Bradley-Terry reward model")
+    out = {"best_run": best, PROMOTION_METRIC: wr, "policy": {"name": policy_name, "version": pv},
+           "reward_model": {"name": rm_name, "version": rv}, "alias": "candidate"}
+    write_json(paths.metrics / "register.json", out)
+    return {"metrics": {"policy_version": pv, "reward_model_version": rv}, "registered": out}
+
+
+def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
+    if not mlflow:
+        raise ValueError("the register stage needs MLflow (it writes to the model registry)")
+    return run_stage("register", register, cfg, workdir, pipeline_id, mlflow)
+
+
+if __name__ == "__main__":
+    stage_main("register", register, __doc__)

@@ -1,0 +1,80 @@
+"""Stage ``reward_model``: the vanilla Bradley-Terry reward model -> ``models/rm/`` and ``metrics/reward_model.json``.
+
+The trunk starts from the SFT policy (``reward_model.trunk: sft``) or a named model; with ``train_trunk: false`` the
+trunk is frozen and only the score head trains on cached embeddings. Held-out accuracy on ``rm_test`` (strict: ties
+are wrong), calibration, and accuracy split by whether the longer response was chosen (the spurious correlate).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from r2m.config import Config
+from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
+from r2m.evaluation.accuracy import reward_accuracy_report
+from r2m.models.reward_model import RewardModel
+from r2m.rm_train import score_pairs, train_reward_model
+from tasks.common import Paths, run_stage, set_threads, stage_main
+
+
+def load_trunk(cfg: Config, paths: Paths) -> RewardModel:
+    src = str(paths.sft) if cfg.reward_model.trunk == "sft" else cfg.reward_model.trunk
+    torch.manual_seed(cfg.seed)
+    trunk = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(src)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return RewardModel(trunk, tok)
+
+
+def length_split_accuracy(rows: list[dict], chosen: list[float], rejected: list[float]) -> dict:
+    """Accuracy on pairs where the longer response is the chosen one vs where it is the rejected one."""
+    out = {}
+    for name, want_longer in (("acc_longer_chosen", True), ("acc_longer_rejected", False)):
+        idx = [i for i, r in enumerate(rows) if (len(r["chosen"]) > len(r["rejected"])) == want_longer]
+        if idx:
+            out[name] = sum(chosen[i] > rejected[i] for i in idx) / len(idx)
+            out[f"n_{name[4:]}"] = len(idx)
+    return out
+
+
+def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
+    set_threads(cfg)
+    paths = Paths.of(cfg, workdir)
+    train = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
+    test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+    rm = load_trunk(cfg, paths)
+    t0 = time.perf_counter()
+    losses = train_reward_model(rm, train, cfg.reward_model, cfg.seed, progress=progress)
+    seconds = time.perf_counter() - t0
+    ml = cfg.reward_model.max_length
+    tr_c, tr_r = score_pairs(rm, train, ml)
+    te_c, te_r = score_pairs(rm, test, ml)
+    test_report = reward_accuracy_report(te_c, te_r)
+    metrics = {
+        "train_accuracy": reward_accuracy_report(tr_c, tr_r)["accuracy"],
+        "test_accuracy": test_report["accuracy"],
+        "test_ece": test_report["ece"],
+        "n_train": len(train),
+        "n_test": len(test),
+        "loss_final": losses[-1] if losses else None,
+        "train_seconds": seconds,
+        **length_split_accuracy(test, te_c, te_r),
+    }
+    if all("label_agrees_with_gold" in r for r in test):
+        metrics["test_label_agreement_with_gold"] = sum(r["label_agrees_with_gold"] for r in test) / len(test)
+    rm.save(paths.rm, extra={"source_trunk": cfg.reward_model.trunk, "train_trunk": cfg.reward_model.train_trunk})
+    write_json(paths.metrics / "reward_model.json", metrics)
+    return {"model": str(paths.rm), "metrics": metrics}
+
+
+def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
+    return run_stage("reward_model", reward_model, cfg, workdir, pipeline_id, mlflow)
+
+
+if __name__ == "__main__":
+    stage_main("reward_model", reward_model, __doc__)

