@@ -252,6 +252,11 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. rl.steps=10")
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")

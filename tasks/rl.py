@@ -49,12 +49,10 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config):
     raise NotImplementedError(f"rl method {method!r} is not implemented yet (issue 3); available: vanilla")
 
 
-def rl(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla",
-       progress: bool = True) -> dict:
-    set_threads(cfg)
-    paths = Paths.of(cfg, workdir)
+def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpec, RewardFunction, object]:
+    """Everything :func:`train_rounds` needs for one run: the spec (with its resume fingerprint), the reward
+    callable (RM scorer + policy monitor + gold judge) and the tokenizer."""
     run = f"{algo}-{method}"
-    run_dir = paths.rl_run(run)
     prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
     tok = AutoTokenizer.from_pretrained(paths.sft)
     reference = AutoModelForCausalLM.from_pretrained(paths.sft, use_safetensors=True)
@@ -65,13 +63,26 @@ def rl(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str =
     d = cfg.to_dict()
     fingerprint = {"algo": algo, "method": method, "seed": cfg.seed, "rl": d["rl"], "r2m": d["r2m"],
                    "inputs": files_digest(paths.sft, paths.rm), "n_prompts": len(prompts)}
-    spec = RunSpec(algo, method, run_dir, paths.sft, prompts, fingerprint)
-    status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
-    rows = load_rows(run_dir)
+    return RunSpec(algo, method, paths.rl_run(run), paths.sft, prompts, fingerprint), reward_fn, tok
+
+
+def write_outputs(paths: Paths, run: str, status: dict) -> dict:
+    """Summary JSON + per-step CSV from the run's metrics; returns the summary."""
+    rows = load_rows(paths.rl_run(run))
     summary = {**summarise(rows), "resumed_from_step": status["resumed_from"]}
     write_json(paths.metrics / "rl" / f"{run}.json", summary)
     write_steps_csv(rows, paths.metrics / "rl" / f"{run}.csv")
-    return {"run_dir": str(run_dir), "metrics": summary, "step_metrics": [rows]}
+    return summary
+
+
+def rl(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla",
+       progress: bool = True) -> dict:
+    set_threads(cfg)
+    paths = Paths.of(cfg, workdir)
+    spec, reward_fn, tok = build_run(cfg, paths, algo, method)
+    status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
+    summary = write_outputs(paths, f"{algo}-{method}", status)
+    return {"run_dir": str(spec.run_dir), "metrics": summary, "step_metrics": [load_rows(spec.run_dir)]}
 
 
 def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True,

@@ -1,0 +1,53 @@
+"""A crashed RL run resumes from its last finished round; a changed config never resumes a stale run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from transformers import TrainerCallback
+
+from r2m.config import load_config
+from r2m.rl.runner import train_rounds
+from tasks.common import Paths
+from tasks.rl import build_run, write_outputs
+
+
+class Crash(TrainerCallback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise RuntimeError(f"simulated crash at step {self.at}")
+
+
+def test_crash_then_resume_from_last_round(tiny_pipeline, repo, tmp_path):
+    wd = tmp_path / "wd"
+    shutil.copytree(tiny_pipeline, wd, ignore=shutil.ignore_patterns("rl"))
+    cfg = load_config(repo / "params.yaml", profile="ci", overrides=["rl.steps=6", "rl.rounds=3"])
+    paths = Paths.of(cfg, wd)
+    spec, reward_fn, tok = build_run(cfg, paths, "grpo", "vanilla")
+    spec.callbacks.append(Crash(at=5))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_rounds(spec, cfg, reward_fn, tok, progress=False)
+    assert (spec.run_dir / "round_2").exists() and not (spec.run_dir / "final").exists()
+
+    spec, reward_fn, tok = build_run(cfg, paths, "grpo", "vanilla")
+    status = train_rounds(spec, cfg, reward_fn, tok, progress=False)
+    assert status == {"resumed_from": 4, "skipped": False}
+    rows = [json.loads(x) for x in (spec.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the crashed step 5 row was replaced, not duplicated
+    assert write_outputs(paths, "grpo-vanilla", status)["resumed_from_step"] == 4
+
+    # finished: a rerun does nothing
+    spec, reward_fn, tok = build_run(cfg, paths, "grpo", "vanilla")
+    assert train_rounds(spec, cfg, reward_fn, tok, progress=False)["skipped"] is True
+
+    # another config: the old run is moved aside, not resumed or overwritten
+    cfg2 = load_config(repo / "params.yaml", profile="ci", overrides=["rl.steps=2", "rl.rounds=1"])
+    spec, reward_fn, tok = build_run(cfg2, paths, "grpo", "vanilla")
+    assert train_rounds(spec, cfg2, reward_fn, tok, progress=False) == {"resumed_from": 0, "skipped": False}
+    stale = [p for p in spec.run_dir.parent.iterdir() if p.name.startswith("grpo-vanilla.stale-")]
+    assert len(stale) == 1 and (stale[0] / "final" / "policy").exists()

@@ -1,0 +1,101 @@
+"""Stage smoke tests on the `ci` profile (tiny budgets): real stage functions, real files, real training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from r2m.data.io import DataValidationError, PAIR_SCHEMA, read_jsonl
+from r2m.models.reward_model import RewardModel
+from tasks import evaluate, prepare, report, reward_model, rl
+from tasks.common import Paths
+from tests.conftest import make_workdir
+
+
+def test_prepare_is_deterministic_and_valid(tiny_pipeline, ci_cfg, tmp_path):
+    wd = make_workdir(tmp_path / "again")
+    prepare.run(ci_cfg, wd, mlflow=False)
+    for name in ("posts", "sft", "rm_train", "rm_test", "rl_prompts", "eval_prompts"):
+        a = (tiny_pipeline / "data" / f"{name}.jsonl").read_bytes()
+        assert a == (wd / "data" / f"{name}.jsonl").read_bytes(), name
+    pairs = read_jsonl(tiny_pipeline / "data" / "rm_train.jsonl", PAIR_SCHEMA)
+    assert len(pairs) == ci_cfg.data.n_rm_train
+    split_ids = [{r["id"] for r in read_jsonl(tiny_pipeline / "data" / f"{n}.jsonl")}
+                 for n in ("sft", "rl_prompts", "eval_prompts")]
+    assert not (split_ids[0] & split_ids[1]) and not (split_ids[1] & split_ids[2])  # disjoint splits
+
+
+def test_sft_trained_the_policy(tiny_pipeline):
+    m = json.loads((tiny_pipeline / "metrics" / "sft.json").read_text())
+    assert m["loss_final"] < m["loss_first"] - 1.0
+    model = AutoModelForCausalLM.from_pretrained(tiny_pipeline / "models" / "sft", use_safetensors=True)
+    assert sum(p.numel() for p in model.parameters()) == m["params"]
+    gens = read_jsonl(tiny_pipeline / "models" / "sft" / "eval_generations.jsonl")
+    assert len(gens) == 12 and "gold_mean" in m
+
+
+def test_reward_model_saved_and_scores(tiny_pipeline):
+    m = json.loads((tiny_pipeline / "metrics" / "reward_model.json").read_text())
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["n_train"] == 80
+    rm = RewardModel.load(tiny_pipeline / "models" / "rm")
+    s = rm.score_texts(["a post TL;DR: short", "a post TL;DR: a different summary"])
+    assert s.shape == (2,) and torch.isfinite(s).all() and s[0] != s[1]
+    # the trunk was trained (train_trunk: true) -> differs from the SFT trunk it started from
+    sft = load_file(tiny_pipeline / "models" / "sft" / "model.safetensors")
+    rm_trunk = load_file(tiny_pipeline / "models" / "rm" / "trunk" / "model.safetensors")
+    key = next(k for k in rm_trunk if k.endswith("attention.query_key_value.weight"))
+    assert not torch.allclose(rm_trunk[key], sft[f"gpt_neox.{key}"])
+
+
+def test_bad_pair_file_names_file_row_field_and_keeps_outputs(tiny_pipeline, ci_cfg, tmp_path):
+    import shutil
+
+    wd = tmp_path / "bad"
+    shutil.copytree(tiny_pipeline, wd)
+    before = (wd / "models" / "rm" / "head.safetensors").read_bytes()
+    lines = (wd / "data" / "rm_train.jsonl").read_text().splitlines()
+    row = json.loads(lines[4])
+    del row["rejected"]
+    lines[4] = json.dumps(row)
+    (wd / "data" / "rm_train.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError, match=r"rm_train.jsonl: row 5: field 'rejected': missing"):
+        reward_model.run(ci_cfg, wd, mlflow=False)
+    assert (wd / "models" / "rm" / "head.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo):
+    out = rl.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method="vanilla")
+    paths = Paths.of(ci_cfg, tiny_pipeline)
+    run_dir = paths.rl_run(f"{algo}-vanilla")
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams",
+                "proxy_group_std"):
+        assert all(key in r for r in rows), key
+    assert rows[0]["kl_to_ref"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference
+    assert (run_dir / "round_1" / "policy" / "model.safetensors").exists()
+    assert (run_dir / "round_2" / "policy" / "model.safetensors").exists()
+    final = load_file(run_dir / "final" / "policy" / "model.safetensors")
+    ref = load_file(paths.sft / "model.safetensors")
+    assert any(not torch.equal(final[k], ref[k]) for k in final)  # RL changed the policy
+    assert out["metrics"]["steps"] == 4
+    ev = evaluate.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method="vanilla")["metrics"]
+    for key in ("vs_reference", "vs_sft"):
+        assert ev[key]["n"] == 12 and 0.0 <= ev[key]["win_rate_ties_half"] <= 1.0
+        assert ev[key]["ci_low"] <= ev[key]["win_rate_ties_half"] <= ev[key]["ci_high"]
+    assert 0.0 <= ev["rm_test"]["accuracy"] <= 1.0
+
+
+def test_report_after_runs(tiny_pipeline, ci_cfg):
+    for algo in ("grpo", "rloo"):
+        if not (tiny_pipeline / "metrics" / "eval" / f"{algo}-vanilla.json").exists():
+            pytest.skip("needs test_rl_then_evaluate first")
+    out = report.run(ci_cfg, tiny_pipeline, mlflow=False)
+    for name in ("proxy_vs_gold", "gold_vs_kl", "length"):
+        assert (tiny_pipeline / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "grpo-vanilla" in out["table"] and "rloo-vanilla" in out["table"]

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from r2m.config import Config, ConfigError, load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_params_yaml_matches_dataclass_defaults():
+    # params.yaml is the tiny experiment: loading it with the (empty) tiny profile gives the dataclass defaults
+    assert load_config(REPO / "params.yaml").to_dict() == Config().to_dict()
+
+
+def test_profile_overrides_params_and_cli_overrides_profile():
+    cfg = load_config(REPO / "params.yaml", profile="ci", overrides=["rl.steps=6", "rl.rounds=3"])
+    assert cfg.profile == "ci"
+    assert cfg.data.n_sft == 400  # from configs/ci.yaml
+    assert (cfg.rl.steps, cfg.rl.rounds) == (6, 3)  # from the overrides
+
+
+def test_parse_override_yaml_values():
+    assert parse_override("rl.methods=[vanilla, r2m]") == {"rl": {"methods": ["vanilla", "r2m"]}}
+    assert parse_override("rl.lr=1e-4") == {"rl": {"lr": 1e-4}}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rl.stepz=3", "unknown key 'rl.stepz'"),
+        ("rl.steps=abc", "rl.steps: expected an integer"),
+        ("rl.algos=[ppo]", "unknown algorithm 'ppo'"),
+        ("rl.methods=[magic]", "unknown method 'magic'"),
+        ("rl.steps=7", "multiple of rl.rounds"),
+        ("reward_model.train_trunk=3", "expected true/false"),
+        ("r2m.alpha=1.5", "r2m.alpha must be in [0, 1]"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(REPO / "params.yaml", overrides=[override])
+
+
+def test_bad_file_names_the_file(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text("{}\n")
+    p = tmp_path / "params.yaml"
+    p.write_text("rl:\n  steps: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: rl.steps: expected an integer"):
+        load_config(p)
+    p.write_text("profile: nope\n")
+    with pytest.raises(ConfigError, match=r"profile 'nope': no file .*nope.yaml \(known profiles: tiny\)"):
+        load_config(p)
+
+
+def test_fingerprint_changes_with_section():
+    a, b = Config(), Config()
+    b.rl.lr = 1.0
+    assert a.fingerprint("data") == b.fingerprint("data")
+    assert a.fingerprint("rl") != b.fingerprint("rl")
+    assert a.run_names() == ["grpo-vanilla", "rloo-vanilla"]

@@ -1,0 +1,81 @@
+"""The RL adapter's pieces on hand-made tensors: batching, KL, group spread, the reward callable, summaries."""
+
+import math
+
+import torch
+
+from r2m.evaluation.text_stats import batch_stats, repeated_trigrams
+from r2m.rl.policy_pass import PolicyPass, build_batch, completion_logprobs
+from r2m.rl.reward import RewardFunction, group_std
+from r2m.rl.runner import latest_checkpoint, summarise
+
+
+def test_build_batch_masks():
+    ids, mask, comp = build_batch([[1, 2], [3]], [[4], [5, 6, 7]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 4, 0], [3, 5, 6, 7]]
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert comp.tolist() == [[0, 0, 1, 0], [0, 1, 1, 1]]
+
+
+def test_completion_logprobs_hand_value():
+    # vocab 2, uniform logits except position 1 predicts token 1 with prob sigmoid(2)
+    logits = torch.zeros(1, 3, 2)
+    logits[0, 1] = torch.tensor([0.0, 2.0])
+    ids = torch.tensor([[0, 1, 1]])
+    comp = torch.tensor([[0, 1, 1]])
+    got = completion_logprobs(logits, ids, comp)
+    want = math.log(0.5) + math.log(1 / (1 + math.exp(-2)))
+    assert abs(float(got) - want) < 1e-6
+
+
+def test_group_std_population():
+    r = torch.tensor([1.0, 3.0, 5.0, 5.0])
+    assert abs(group_std(r, 2) - 0.5) < 1e-6  # groups [1,3] std 1, [5,5] std 0
+    assert math.isnan(group_std(torch.ones(3), 2))
+
+
+def test_text_stats():
+    assert repeated_trigrams("a b c a b c") == 1
+    assert repeated_trigrams("jake: jake: jake: jake: jake:") == 2
+    s = batch_stats(["one two", "x x x x"])
+    assert s["completion_words"] == 3.0
+
+
+class _Monitor:
+    tokenizer = None
+
+    def run(self, prompts, completion_ids):
+        return PolicyPass(kl=torch.arange(len(prompts), dtype=torch.float32), feedback=None,
+                          mask=torch.ones(len(prompts), 1))
+
+
+def test_reward_function_returns_scores_and_logs_metrics():
+    logged = {}
+    scorer = lambda texts, ppass, step: torch.tensor([float(len(t)) for t in texts])  # noqa: E731
+    gold = lambda ids, comps: [1.0 if i == "a" else -1.0 for i in ids]  # noqa: E731
+    fn = RewardFunction(scorer, _Monitor(), num_generations=2, gold=gold)
+    out = fn(["p", "p", "q", "q"], ["x", "xx", "y", "yyy"], completion_ids=[[1], [1], [1], [1]],
+             post_id=["a", "a", "b", "b"], log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out == [2.0, 3.0, 2.0, 4.0]
+    assert logged["proxy_reward"] == 2.75
+    assert logged["gold_score"] == 0.0
+    assert logged["kl_to_ref"] == 1.5
+    assert abs(logged["proxy_group_std"] - 0.75) < 1e-6  # (0.5 + 1.0) / 2
+    assert fn.last_batch["completions"] == ["x", "xx", "y", "yyy"]
+
+
+def test_summarise_finds_gold_peak():
+    rows = [{"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10), "step_time_s": 0.5, "rss_gb": 1.0 + i}
+            for i in range(40)]
+    s = summarise(rows)
+    assert s["proxy_reward_final"] > s["proxy_reward_initial"]
+    assert 8 <= s["gold_peak_step"] <= 14
+    assert s["seconds_per_step"] == 0.5 and s["peak_rss_gb"] == 40.0
+
+
+def test_latest_checkpoint(tmp_path):
+    assert latest_checkpoint(tmp_path / "nothing") is None
+    for n in (2, 10, 4):
+        (tmp_path / f"checkpoint-{n}").mkdir()
+    (tmp_path / "checkpoint-x").mkdir()
+    assert latest_checkpoint(tmp_path).name == "checkpoint-10"
