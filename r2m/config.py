@@ -72,10 +72,10 @@ class PolicyConfig:
 class SFTConfig:
     """Supervised fine-tuning on (prompt, reference) with the loss on completion tokens only."""
 
-    steps: int = 900  # optimiser steps; 0 = use the source model as the reference as is
+    steps: int = 300  # optimiser steps; 0 = use the source model as the reference as is
     batch_size: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 50
+    lr: float = 3e-3
+    warmup_steps: int = 20
     max_length: int = 256
 
 
