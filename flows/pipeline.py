@@ -29,8 +29,13 @@ register_task = task(name="register", cache_policy=NO_CACHE)(register.run)
 
 
 @flow(name="r2m-pipeline")
-def pipeline(profile: str | None = None, overrides: list[str] | None = None, params: str = "params.yaml",
-             workdir: str = ".", mlflow: bool = True) -> dict:
+def pipeline(
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+    params: str = "params.yaml",
+    workdir: str = ".",
+    mlflow: bool = True,
+) -> dict:
     """Run the whole pipeline; returns the report (summary table) and the registered versions."""
     logger = get_run_logger()
     cfg = load_config(params, profile=profile, overrides=overrides or [])
@@ -51,7 +56,8 @@ def pipeline(profile: str | None = None, overrides: list[str] | None = None, par
         from r2m import tracking
 
         tracking.finish_pipeline_run(pid)
-    create_markdown_artifact(key="r2m-summary", markdown=summary["table"],
-                             description=f"R2M pipeline summary ({cfg.profile})")
+    create_markdown_artifact(
+        key="r2m-summary", markdown=summary["table"], description=f"R2M pipeline summary ({cfg.profile})"
+    )
     logger.info("summary:\n%s", summary["table"])
     return {"table": summary["table"], "registered": registered}

@@ -21,8 +21,13 @@ def main() -> None:
 
 def _common(f):
     f = click.option("--workdir", default=".", show_default=True, help="where data/, models/, metrics/ go")(f)
-    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="override a parameter, e.g. --set rl.steps=40 (repeatable)")(f)
+    f = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set rl.steps=40 (repeatable)",
+    )(f)
     f = click.option("--params", default="params.yaml", show_default=True)(f)
     f = click.option("--profile", default=None, help="configs/<profile>.yaml (default: params.yaml's profile)")(f)
     return f
@@ -73,13 +78,15 @@ def schedule(profile, params, overrides, workdir, cron, name) -> None:
     """Serve the pipeline on a cron schedule (needs a Prefect server: ``prefect server start``)."""
     from flows.pipeline import pipeline
 
-    pipeline.serve(name=name, cron=cron, parameters={"profile": profile, "overrides": list(overrides),
-                                                     "params": params, "workdir": workdir})
+    pipeline.serve(
+        name=name,
+        cron=cron,
+        parameters={"profile": profile, "overrides": list(overrides), "params": params, "workdir": workdir},
+    )
 
 
 @main.command()
-@click.option("--model", "which", type=click.Choice(["policy", "reward-model"]), default="policy",
-              show_default=True)
+@click.option("--model", "which", type=click.Choice(["policy", "reward-model"]), default="policy", show_default=True)
 @click.option("--metric", default="win_rate_vs_reference", show_default=True)
 @click.option("--min-value", type=float, default=None, help="absolute gate on the metric")
 @_common

@@ -29,8 +29,14 @@ def generate(
     out: list[str] = []
     try:
         for i in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-            enc = tok(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False,
-                      truncation=max_prompt_tokens is not None, max_length=max_prompt_tokens)
+            enc = tok(
+                list(prompts[i : i + batch_size]),
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+                truncation=max_prompt_tokens is not None,
+                max_length=max_prompt_tokens,
+            )
             gen = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,

@@ -87,9 +87,7 @@ class R2MModelDir(PythonModel):
                         do_sample=False,
                         pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
                     )
-                    out.append(
-                        self._tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                    )
+                    out.append(self._tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
                 else:
                     out.append(float(self._model(**enc).logits[0, 0]))
         return out

@@ -17,8 +17,9 @@ def _texts(rows: Sequence[dict], key: str) -> list[str]:
     return [r["prompt"] + r[key] for r in rows]
 
 
-def train_reward_model(rm: RewardModel, rows: Sequence[dict], cfg: RewardModelConfig, seed: int,
-                       progress: bool = True) -> list[float]:
+def train_reward_model(
+    rm: RewardModel, rows: Sequence[dict], cfg: RewardModelConfig, seed: int, progress: bool = True
+) -> list[float]:
     """BT-train ``rm`` in place. With ``train_trunk=False`` the trunk is frozen and its embeddings are computed once
     (cached), so only the head trains (cheap even for a 135M trunk). Returns the loss per optimiser step."""
     rng = random.Random(seed)

@@ -282,9 +282,7 @@ def pipeline_run(pipeline_id: str, tags: dict | None = None) -> str:
     run_id = find_pipeline_run(pipeline_id)
     if run_id is None:
         run_tags = {**extra, TAG_PIPELINE_ID: pipeline_id, TAG_ROLE: "pipeline", TAG_RUN_NAME: pipeline_id}
-        run = client.create_run(
-            _state["experiment_id"], tags=_resolve_context_tags(run_tags), run_name=pipeline_id
-        )
+        run = client.create_run(_state["experiment_id"], tags=_resolve_context_tags(run_tags), run_name=pipeline_id)
         run_id = run.info.run_id
         # Two processes may race on creation: keep the oldest, remove ours.
         winner = find_pipeline_run(pipeline_id)

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,15 @@ from r2m.env import set_offline_env
 
 set_offline_env()
 log = logging.getLogger("r2m")
+# the stages show their own progress bars; silence transformers' per-shard bars and deprecation chatter
+warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+try:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+except ImportError:  # pragma: no cover
+    pass
 
 
 @dataclass(frozen=True)
@@ -54,17 +64,22 @@ def tracking_uri(cfg: Config, workdir: str | Path) -> str:
     """``mlflow.tracking_uri`` with a relative sqlite path resolved against the working directory."""
     uri = cfg.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{Path(workdir).resolve() / uri[len('sqlite:///'):]}"
+        uri = f"sqlite:///{Path(workdir).resolve() / uri[len('sqlite:///') :]}"
     return uri
 
 
 @contextlib.contextmanager
-def tracked(stage: str, cfg: Config, workdir: str | Path, pipeline_id: str | None,
-            extra_params: dict | None = None) -> Iterator[object]:
+def tracked(
+    stage: str, cfg: Config, workdir: str | Path, pipeline_id: str | None, extra_params: dict | None = None
+) -> Iterator[object]:
     """An MLflow nested run for one stage (``mlflow.tracking_uri`` relative to the working directory)."""
     from r2m import tracking
 
-    tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment, artifact_location=str(Path(workdir).resolve() / "mlartifacts"))
+    tracking.configure(
+        tracking_uri(cfg, workdir),
+        cfg.mlflow.experiment,
+        artifact_location=str(Path(workdir).resolve() / "mlartifacts"),
+    )
     params = {"profile": cfg.profile, "seed": cfg.seed, **(extra_params or {}), **_stage_params(stage, cfg)}
     t0 = time.perf_counter()
     with tracking.stage_run(stage, pipeline_id=pipeline_id, params=params) as run:
@@ -106,8 +121,15 @@ def set_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.threads)
 
 
-def run_stage(stage: str, fn, cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None,
-              mlflow: bool = True, **kwargs) -> dict:
+def run_stage(
+    stage: str,
+    fn,
+    cfg: Config,
+    workdir: str | Path = ".",
+    pipeline_id: str | None = None,
+    mlflow: bool = True,
+    **kwargs,
+) -> dict:
     """Run stage function ``fn(cfg, workdir, **kwargs) -> {"metrics": {...}, "artifacts": [...]}``, inside an
     MLflow stage run unless ``mlflow`` is False; logs its metrics and artifacts."""
     if not mlflow:

@@ -30,21 +30,38 @@ from tasks.sft import SFT_GENERATIONS
 
 def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str], tag: str) -> dict:
     """Win-rate report of ``ours`` (A) against ``theirs`` (B) on the same prompts."""
-    items = [PairwiseItem(f"{r['id']}:{tag}", r["prompt"], a, b, {"post_id": r["post_id"]})
-             for r, a, b in zip(rows, ours, theirs, strict=True)]
+    items = [
+        PairwiseItem(f"{r['id']}:{tag}", r["prompt"], a, b, {"post_id": r["post_id"]})
+        for r, a, b in zip(rows, ours, theirs, strict=True)
+    ]
     verdicts = judge.judge(items, both_orders=True)
-    return win_rate_report(verdicts, lengths_a=[len(a.split()) for a in ours],
-                           lengths_b=[len(b.split()) for b in theirs])
+    return win_rate_report(
+        verdicts, lengths_a=[len(a.split()) for a in ours], lengths_b=[len(b.split()) for b in theirs]
+    )
 
 
 def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dict]:
     """Two sampled completions per prompt, labelled by the gold judge (pairs with equal gold are dropped)."""
     rows = rows[: cfg.evaluate.n_policy_pairs]
     prompts = [r["prompt"] for r in rows]
-    a = generate(model, tok, prompts, cfg.evaluate.max_new_tokens, greedy=False, temperature=cfg.rl.temperature,
-                 seed=cfg.seed + 1)
-    b = generate(model, tok, prompts, cfg.evaluate.max_new_tokens, greedy=False, temperature=cfg.rl.temperature,
-                 seed=cfg.seed + 2)
+    a = generate(
+        model,
+        tok,
+        prompts,
+        cfg.evaluate.max_new_tokens,
+        greedy=False,
+        temperature=cfg.rl.temperature,
+        seed=cfg.seed + 1,
+    )
+    b = generate(
+        model,
+        tok,
+        prompts,
+        cfg.evaluate.max_new_tokens,
+        greedy=False,
+        temperature=cfg.rl.temperature,
+        seed=cfg.seed + 2,
+    )
     ids = [r["post_id"] for r in rows]
     ga, gb = gold_fn(ids, a), gold_fn(ids, b)
     out = []
@@ -65,17 +82,26 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     tok = AutoTokenizer.from_pretrained(policy_dir)
     model = AutoModelForCausalLM.from_pretrained(policy_dir, use_safetensors=True)
     rows = read_jsonl(paths.data / "eval_prompts.jsonl")
-    gens = generate(model, tok, [r["prompt"] for r in rows], cfg.evaluate.max_new_tokens, greedy=cfg.evaluate.greedy,
-                    temperature=cfg.rl.temperature, seed=cfg.seed)
+    gens = generate(
+        model,
+        tok,
+        [r["prompt"] for r in rows],
+        cfg.evaluate.max_new_tokens,
+        greedy=cfg.evaluate.greedy,
+        temperature=cfg.rl.temperature,
+        seed=cfg.seed,
+    )
     sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
     metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}
     posts, gold_fn = load_gold(paths)
     rm = RewardModel.load(paths.rm)
     ml = cfg.reward_model.max_length
-    metrics["rm_test"] = reward_accuracy_report(*score_pairs(rm, read_jsonl(paths.data / "rm_test.jsonl",
-                                                                              PAIR_SCHEMA), ml))
-    metrics["policy_proxy_mean"] = float(rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)],
-                                                        max_length=ml).mean())
+    metrics["rm_test"] = reward_accuracy_report(
+        *score_pairs(rm, read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA), ml)
+    )
+    metrics["policy_proxy_mean"] = float(
+        rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)], max_length=ml).mean()
+    )
     if gold_fn is not None:
         judge = GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)
         refs = [" " + r["reference"] for r in rows]
@@ -87,14 +113,22 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
         if pairs:
             metrics["rm_policy_pairs"] = reward_accuracy_report(*score_pairs(rm, pairs, ml))
     out = paths.metrics / "eval"
-    write_jsonl(out / f"{run}_generations.jsonl",
-                ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(rows, gens, strict=True)))
+    write_jsonl(
+        out / f"{run}_generations.jsonl",
+        ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(rows, gens, strict=True)),
+    )
     write_json(out / f"{run}.json", metrics)
     return {"metrics": metrics}
 
 
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True,
-        algo: str = "grpo", method: str = "vanilla") -> dict:
+def run(
+    cfg: Config,
+    workdir: str | Path = ".",
+    pipeline_id: str | None = None,
+    mlflow: bool = True,
+    algo: str = "grpo",
+    method: str = "vanilla",
+) -> dict:
     return run_stage("evaluate", evaluate, cfg, workdir, pipeline_id, mlflow, algo=algo, method=method)
 
 

@@ -29,8 +29,13 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
         )
     paths = Paths.of(cfg, workdir)
     d = cfg.data
-    sizes = {"sft": d.n_sft, "rm_train": d.n_rm_train, "rm_test": d.n_rm_test, "rl_prompts": d.n_rl_prompts,
-             "eval_prompts": d.n_eval_prompts}
+    sizes = {
+        "sft": d.n_sft,
+        "rm_train": d.n_rm_train,
+        "rm_test": d.n_rm_test,
+        "rl_prompts": d.n_rl_prompts,
+        "eval_prompts": d.n_eval_prompts,
+    }
     posts = generate_posts(sum(sizes.values()), seed=cfg.seed)
     splits, start = {}, 0
     for name, n in sizes.items():
@@ -39,8 +44,10 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
     judge = GoldJudge()
     out = paths.data
     counts = {"posts": write_jsonl(out / "posts.jsonl", (p.to_dict() for p in posts))}
-    counts["sft"] = write_jsonl(out / "sft.jsonl", (
-        {"id": p.id, "prompt": format_prompt(p), "completion": format_completion(p.reference)} for p in splits["sft"]))
+    counts["sft"] = write_jsonl(
+        out / "sft.jsonl",
+        ({"id": p.id, "prompt": format_prompt(p), "completion": format_completion(p.reference)} for p in splits["sft"]),
+    )
     stats = {}
     for i, name in enumerate(("rm_train", "rm_test")):
         pairs = make_preference_pairs(splits[name], seed=cfg.seed * 1000 + i, judge=judge)

@@ -41,12 +41,24 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
     prefix = cfg.mlflow.registry_prefix
     metrics = {PROMOTION_METRIC: wr} if wr is not None else {}
     policy_name, rm_name = f"{prefix}-policy", f"{prefix}-reward-model"
-    pv = tracking.register_model_dir(paths.rl_run(best) / "final" / "policy", policy_name, run_id=run_id,
-                                     kind="policy", description=f"{best} final policy", metrics=metrics)
-    rv = tracking.register_model_dir(paths.rm, rm_name, run_id=run_id, kind="reward_model",
-                                     description="vanilla Bradley-Terry reward model")
-    out = {"best_run": best, PROMOTION_METRIC: wr, "policy": {"name": policy_name, "version": pv},
-           "reward_model": {"name": rm_name, "version": rv}, "alias": "candidate"}
+    pv = tracking.register_model_dir(
+        paths.rl_run(best) / "final" / "policy",
+        policy_name,
+        run_id=run_id,
+        kind="policy",
+        description=f"{best} final policy",
+        metrics=metrics,
+    )
+    rv = tracking.register_model_dir(
+        paths.rm, rm_name, run_id=run_id, kind="reward_model", description="vanilla Bradley-Terry reward model"
+    )
+    out = {
+        "best_run": best,
+        PROMOTION_METRIC: wr,
+        "policy": {"name": policy_name, "version": pv},
+        "reward_model": {"name": rm_name, "version": rv},
+        "alias": "candidate",
+    }
     write_json(paths.metrics / "register.json", out)
     return {"metrics": {"policy_version": pv, "reward_model_version": rv}, "registered": out}
 

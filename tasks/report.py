@@ -47,8 +47,10 @@ def summary_row(run: str, rl: dict, ev: dict) -> dict:
     if "proxy_reward_initial" in rl:
         row["proxy"] = f"{rl['proxy_reward_initial']:.2f} -> {rl['proxy_reward_final']:.2f}"
     if "gold_score_initial" in rl:
-        row["gold"] = (f"{rl['gold_score_initial']:.2f} -> {rl['gold_peak_ma']:.2f} (step {rl['gold_peak_step']})"
-                       f" -> {rl['gold_score_final']:.2f}")
+        row["gold"] = (
+            f"{rl['gold_score_initial']:.2f} -> {rl['gold_peak_ma']:.2f} (step {rl['gold_peak_step']})"
+            f" -> {rl['gold_score_final']:.2f}"
+        )
     return row
 
 
@@ -75,21 +77,27 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
         rows.append(summary_row(run, rl, read_json(ev_file) if ev_file.exists() else {}))
     plots = [
         plot_proxy_vs_gold(runs, paths.plots / "proxy_vs_gold.png"),
-        plot_gold_vs_kl({k: [{**r, "kl": r.get("kl_to_ref")} for r in v] for k, v in runs.items()},
-                        paths.plots / "gold_vs_kl.png"),
+        plot_gold_vs_kl(
+            {k: [{**r, "kl": r.get("kl_to_ref")} for r in v] for k, v in runs.items()}, paths.plots / "gold_vs_kl.png"
+        ),
         plot_length(runs, paths.plots / "length.png"),
     ]
     sft = read_json(paths.metrics / "sft.json")
     rm = read_json(paths.metrics / "reward_model.json")
     table = markdown_table(rows)
-    header = (f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. Vanilla RM held-out accuracy "
-              f"{rm['test_accuracy']:.3f} ({rm['n_train']} training pairs). SFT gold mean "
-              f"{sft.get('gold_mean', float('nan')):.2f}.\n\n")
+    header = (
+        f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. Vanilla RM held-out accuracy "
+        f"{rm['test_accuracy']:.3f} ({rm['n_train']} training pairs). SFT gold mean "
+        f"{sft.get('gold_mean', float('nan')):.2f}.\n\n"
+    )
     (paths.metrics / "summary.md").write_text(header + table)
     summary = {"runs": rows, "rm_test_accuracy": rm["test_accuracy"], "sft_gold_mean": sft.get("gold_mean")}
     write_json(paths.metrics / "summary.json", summary)
-    return {"metrics": {"rm_test_accuracy": rm["test_accuracy"]}, "artifacts": [*plots, paths.metrics / "summary.md"],
-            "table": table}
+    return {
+        "metrics": {"rm_test_accuracy": rm["test_accuracy"]},
+        "artifacts": [*plots, paths.metrics / "summary.md"],
+        "table": table,
+    }
 
 
 def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:

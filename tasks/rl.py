@@ -20,8 +20,21 @@ from r2m.rl.reward import RewardFunction, VanillaScorer
 from r2m.rl.runner import RunSpec, load_rows, summarise, train_rounds
 from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
 
-STEP_COLUMNS = ("step", "proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams",
-                "distinct_ratio", "proxy_group_std", "gold_group_std", "loss", "grad_norm", "step_time_s", "rss_gb")
+STEP_COLUMNS = (
+    "step",
+    "proxy_reward",
+    "gold_score",
+    "kl_to_ref",
+    "completion_words",
+    "repeated_trigrams",
+    "distinct_ratio",
+    "proxy_group_std",
+    "gold_group_std",
+    "loss",
+    "grad_norm",
+    "step_time_s",
+    "rss_gb",
+)
 
 
 def files_digest(*dirs: Path) -> str:
@@ -61,8 +74,15 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     monitor = PolicyMonitor(tok, reference, keep_feedback=method != "vanilla")
     reward_fn = RewardFunction(build_scorer(method, rm, cfg), monitor, cfg.rl.num_generations, gold=gold_fn)
     d = cfg.to_dict()
-    fingerprint = {"algo": algo, "method": method, "seed": cfg.seed, "rl": d["rl"], "r2m": d["r2m"],
-                   "inputs": files_digest(paths.sft, paths.rm), "n_prompts": len(prompts)}
+    fingerprint = {
+        "algo": algo,
+        "method": method,
+        "seed": cfg.seed,
+        "rl": d["rl"],
+        "r2m": d["r2m"],
+        "inputs": files_digest(paths.sft, paths.rm),
+        "n_prompts": len(prompts),
+    }
     return RunSpec(algo, method, paths.rl_run(run), paths.sft, prompts, fingerprint), reward_fn, tok
 
 
@@ -75,8 +95,9 @@ def write_outputs(paths: Paths, run: str, status: dict) -> dict:
     return summary
 
 
-def rl(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla",
-       progress: bool = True) -> dict:
+def rl(
+    cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla", progress: bool = True
+) -> dict:
     set_threads(cfg)
     paths = Paths.of(cfg, workdir)
     spec, reward_fn, tok = build_run(cfg, paths, algo, method)
@@ -85,8 +106,14 @@ def rl(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str =
     return {"run_dir": str(spec.run_dir), "metrics": summary, "step_metrics": [load_rows(spec.run_dir)]}
 
 
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True,
-        algo: str = "grpo", method: str = "vanilla") -> dict:
+def run(
+    cfg: Config,
+    workdir: str | Path = ".",
+    pipeline_id: str | None = None,
+    mlflow: bool = True,
+    algo: str = "grpo",
+    method: str = "vanilla",
+) -> dict:
     return run_stage("rl", rl, cfg, workdir, pipeline_id, mlflow, algo=algo, method=method)
 
 

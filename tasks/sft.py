@@ -51,10 +51,20 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     eval_rows = read_jsonl(paths.data / "eval_prompts.jsonl")
-    gens = generate(model, tok, [r["prompt"] for r in eval_rows], max_new_tokens=cfg.evaluate.max_new_tokens,
-                    greedy=cfg.evaluate.greedy, temperature=cfg.rl.temperature, seed=cfg.seed, progress=progress)
-    write_jsonl(out / SFT_GENERATIONS,
-                ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(eval_rows, gens, strict=True)))
+    gens = generate(
+        model,
+        tok,
+        [r["prompt"] for r in eval_rows],
+        max_new_tokens=cfg.evaluate.max_new_tokens,
+        greedy=cfg.evaluate.greedy,
+        temperature=cfg.rl.temperature,
+        seed=cfg.seed,
+        progress=progress,
+    )
+    write_jsonl(
+        out / SFT_GENERATIONS,
+        ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(eval_rows, gens, strict=True)),
+    )
     metrics = {
         "params": sum(p.numel() for p in model.parameters()),
         "steps": len(losses),

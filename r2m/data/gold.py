@@ -46,7 +46,8 @@ class GoldConfig:
 
     coverage_weight: float = field(default=3.5, metadata={"help": "score for covering all key facts' values"})
     hallucination_penalty: float = field(
-        default=0.5, metadata={"help": "per value-like token (number, $amount, name...) not in the post"},
+        default=0.5,
+        metadata={"help": "per value-like token (number, $amount, name...) not in the post"},
     )
     distractor_penalty: float = field(default=0.3, metadata={"help": "per distractor value included"})
     repetition_penalty: float = field(default=0.35, metadata={"help": "per repeated word trigram"})

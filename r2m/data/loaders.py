@@ -102,9 +102,7 @@ def _iter_json_file(path: Path, label: str) -> Iterator[tuple[int, Any]]:
     return iter_jsonl(path)
 
 
-def _open_source(
-    source: str | os.PathLike[str], split: str, config: str | None = None
-) -> tuple[str, Iterator]:
+def _open_source(source: str | os.PathLike[str], split: str, config: str | None = None) -> tuple[str, Iterator]:
     """Resolve ``source`` (see module docstring) to ``(label, iterator of (row_number, record))``."""
     import datasets  # deferred: importing datasets costs ~1 s
 
@@ -352,16 +350,12 @@ def _messages(value: Any, field: str, row: _Row) -> list[dict[str, str]]:
         m = row.mapping(message, f"{field}[{i}]")
         role = row.string(m.get("role"), f"{field}[{i}].role")
         if role not in _ROLES:
-            raise row.error(
-                f"{field}[{i}].role", f"unknown role {role!r} (expected one of {', '.join(_ROLES)})"
-            )
+            raise row.error(f"{field}[{i}].role", f"unknown role {role!r} (expected one of {', '.join(_ROLES)})")
         content = row.string(m.get("content"), f"{field}[{i}].content", allow_empty=role == "system")
         out.append({"role": role, "content": content})
     last = len(out) - 1
     if out[last]["role"] != "assistant":
-        raise row.error(
-            f"{field}[{last}].role", f"last message must be from the assistant, got {out[last]['role']!r}"
-        )
+        raise row.error(f"{field}[{last}].role", f"last message must be from the assistant, got {out[last]['role']!r}")
     return out
 
 
@@ -383,9 +377,7 @@ def _convert_ufb(record: Mapping[str, Any], row: _Row) -> dict:
     return out
 
 
-def load_ultrafeedback_binarized(
-    source: str, split: str = "train_prefs", limit: int | None = None
-) -> list[dict]:
+def load_ultrafeedback_binarized(source: str, split: str = "train_prefs", limit: int | None = None) -> list[dict]:
     """Load ``HuggingFaceH4/ultrafeedback_binarized``-format data as ``PAIR_SCHEMA`` rows.
 
     Input columns: ``prompt`` (str), ``chosen`` / ``rejected`` (lists of ``{"role", "content"}``
@@ -417,9 +409,7 @@ def load_named(kind: str, source: str, split: str | None = None, limit: int | No
     try:
         loader = LOADERS[kind]
     except KeyError:
-        raise ValueError(
-            f"unknown dataset kind {kind!r}; valid kinds: {', '.join(sorted(LOADERS))}"
-        ) from None
+        raise ValueError(f"unknown dataset kind {kind!r}; valid kinds: {', '.join(sorted(LOADERS))}") from None
     if split is None:
         return loader(source, limit=limit)
     return loader(source, split, limit)

@@ -40,8 +40,17 @@ from r2m.data.task import (
 )
 
 CANDIDATE_KINDS: tuple[str, ...] = (
-    "reference", "drop_fact", "drop_two", "add_distractor", "hallucinate", "repeat", "pad", "truncate",
-    "vague", "drop_fact_pad", "hallucinate_pad",
+    "reference",
+    "drop_fact",
+    "drop_two",
+    "add_distractor",
+    "hallucinate",
+    "repeat",
+    "pad",
+    "truncate",
+    "vague",
+    "drop_fact_pad",
+    "hallucinate_pad",
 )
 # "a vs b" -> share of pairs. Longer-is-better pairs: 0.75; longer-is-worse or same-length pairs: 0.25.
 DEFAULT_PAIR_MIX: dict[str, float] = {
@@ -58,9 +67,26 @@ DEFAULT_PAIR_MIX: dict[str, float] = {
     "reference vs drop_fact_pad": 0.05,
 }
 FILLERS: tuple[str, ...] = (
-    "basically", "to be honest", "long story short", "so yeah", "honestly", "like", "I guess", "you know",
-    "at the end of the day", "for what it's worth", "pretty much", "kind of", "just", "really", "literally",
-    "in a nutshell", "if that makes sense", "or whatever", "all things considered", "anyway",
+    "basically",
+    "to be honest",
+    "long story short",
+    "so yeah",
+    "honestly",
+    "like",
+    "I guess",
+    "you know",
+    "at the end of the day",
+    "for what it's worth",
+    "pretty much",
+    "kind of",
+    "just",
+    "really",
+    "literally",
+    "in a nutshell",
+    "if that makes sense",
+    "or whatever",
+    "all things considered",
+    "anyway",
 )
 VAGUE_SUMMARIES: tuple[str, ...] = (
     "need advice about my situation",
@@ -87,8 +113,14 @@ def _tidy(text: str) -> str:
 def remove_fact(summary: str, fact: Fact) -> str:
     """``summary`` without ``fact.text`` and the joiner ("and" or ", ") that attached it."""
     t = fact.text
-    for old, new in ((f", {t} and ", " and "), (f"{t} and ", " "), (f", {t}", " "), (f" and {t}", " "),
-                     (f"{t}, ", " "), (t, " ")):
+    for old, new in (
+        (f", {t} and ", " and "),
+        (f"{t} and ", " "),
+        (f", {t}", " "),
+        (f" and {t}", " "),
+        (f"{t}, ", " "),
+        (t, " "),
+    ):
         if old in summary:
             return _tidy(summary.replace(old, new, 1))
     return summary
@@ -233,17 +265,19 @@ def make_preference_pairs(
                 chosen, rejected, margin = (a, kind_a), (b, kind_b), score_a - score_b
             else:
                 chosen, rejected, margin = (b, kind_b), (a, kind_a), score_b - score_a
-            rows.append({
-                "id": f"{post.id}-{k}",
-                "post_id": post.id,
-                "prompt": prompt,
-                "chosen": format_completion(chosen[0]),
-                "rejected": format_completion(rejected[0]),
-                "chosen_kind": chosen[1],
-                "rejected_kind": rejected[1],
-                "gold_margin": margin,
-                "label_agrees_with_gold": margin > 0,
-            })
+            rows.append(
+                {
+                    "id": f"{post.id}-{k}",
+                    "post_id": post.id,
+                    "prompt": prompt,
+                    "chosen": format_completion(chosen[0]),
+                    "rejected": format_completion(rejected[0]),
+                    "chosen_kind": chosen[1],
+                    "rejected_kind": rejected[1],
+                    "gold_margin": margin,
+                    "label_agrees_with_gold": margin > 0,
+                }
+            )
     return rows
 
 

@@ -12,9 +12,7 @@ def _margins(scores_chosen: Sequence[float], scores_rejected: Sequence[float]) -
     chosen = np.asarray(scores_chosen, dtype=float)
     rejected = np.asarray(scores_rejected, dtype=float)
     if chosen.ndim != 1 or chosen.shape != rejected.shape:
-        raise ValueError(
-            f"scores must be equal-length 1-D sequences, got {chosen.shape} and {rejected.shape}"
-        )
+        raise ValueError(f"scores must be equal-length 1-D sequences, got {chosen.shape} and {rejected.shape}")
     if chosen.size == 0:
         raise ValueError("need at least one (chosen, rejected) pair")
     if not np.all(np.isfinite(chosen)) or not np.all(np.isfinite(rejected)):

@@ -31,9 +31,7 @@ def _usable(value: Any) -> bool:
 
 def series(rows: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
     """The (x, y) arrays from rows that have finite numeric values for both keys."""
-    pairs = [
-        (float(r[x_key]), float(r[y_key])) for r in rows if _usable(r.get(x_key)) and _usable(r.get(y_key))
-    ]
+    pairs = [(float(r[x_key]), float(r[y_key])) for r in rows if _usable(r.get(x_key)) and _usable(r.get(y_key))]
     if not pairs:
         return np.empty(0), np.empty(0)
     xy = np.asarray(pairs)

@@ -125,9 +125,7 @@ def win_rate_report(
         raise ValueError("give both lengths_a and lengths_b, or neither")
     if lengths_a is not None and lengths_b is not None:
         if not len(lengths_a) == len(lengths_b) == len(verdicts):
-            raise ValueError(
-                f"lengths must align with verdicts: {len(lengths_a)}, {len(lengths_b)} vs {len(verdicts)}"
-            )
+            raise ValueError(f"lengths must align with verdicts: {len(lengths_a)}, {len(lengths_b)} vs {len(verdicts)}")
     valid_idx = [i for i, v in enumerate(verdicts) if v.is_valid]
     wins = sum(1 for v in verdicts if v.preferred == "A")
     losses = sum(1 for v in verdicts if v.preferred == "B")

@@ -57,9 +57,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if self.preferred not in PREFERENCES:
-            raise ValueError(
-                f"Verdict.preferred must be one of {sorted(PREFERENCES)}, got {self.preferred!r}"
-            )
+            raise ValueError(f"Verdict.preferred must be one of {sorted(PREFERENCES)}, got {self.preferred!r}")
 
     @property
     def is_valid(self) -> bool:
@@ -68,9 +66,7 @@ class Verdict:
 
     def flipped(self) -> Verdict:
         """The verdict re-expressed for the swapped item (A <-> B, scores exchanged)."""
-        return dataclasses.replace(
-            self, preferred=_FLIP[self.preferred], score_a=self.score_b, score_b=self.score_a
-        )
+        return dataclasses.replace(self, preferred=_FLIP[self.preferred], score_a=self.score_b, score_b=self.score_a)
 
 
 def _mean_or_none(x: float | None, y: float | None) -> float | None:
@@ -134,9 +130,7 @@ class Judge(ABC):
             raise RuntimeError(f"{self.name}: judge_batch returned {len(verdicts)} verdicts for {len(items)}")
         return verdicts
 
-    def judge(
-        self, items: Sequence[PairwiseItem], both_orders: bool = True, progress: bool = False
-    ) -> list[Verdict]:
+    def judge(self, items: Sequence[PairwiseItem], both_orders: bool = True, progress: bool = False) -> list[Verdict]:
         """Judge ``items``; with ``both_orders`` each is also judged swapped and combined
         via :func:`combine_orders`. Returns one verdict per item, in input order."""
         items = list(items)

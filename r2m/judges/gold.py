@@ -27,9 +27,7 @@ class GoldPairwiseJudge(Judge):
 
     name = "gold"
 
-    def __init__(
-        self, scorer: Callable[[Any, str], float], posts: Mapping[str, Any], tie_margin: float = 0.0
-    ) -> None:
+    def __init__(self, scorer: Callable[[Any, str], float], posts: Mapping[str, Any], tie_margin: float = 0.0) -> None:
         if tie_margin < 0:
             raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
         self.scorer = scorer

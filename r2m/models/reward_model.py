@@ -55,8 +55,14 @@ class RewardModel(nn.Module):
         old_side, old_trunc = tok.padding_side, tok.truncation_side
         tok.padding_side, tok.truncation_side = "right", "left"
         try:
-            enc = tok(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                      add_special_tokens=False)
+            enc = tok(
+                list(texts),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                add_special_tokens=False,
+            )
         finally:
             tok.padding_side, tok.truncation_side = old_side, old_trunc
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

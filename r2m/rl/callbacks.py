@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +13,11 @@ from transformers import TrainerCallback
 METRICS_FILE = "metrics.jsonl"
 
 
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (GB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+def rss_gb() -> float:
+    """Resident memory of this process now (GB); sampled every step, its max is the run's peak."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1024**3
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -53,7 +54,7 @@ class MetricsRecorder(TrainerCallback):
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 row[k] = float(v)
         row["step_time_s"] = self._step_time
-        row["peak_rss_gb"] = peak_rss_gb()
+        row["rss_gb"] = rss_gb()
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -62,8 +63,9 @@ class RoundExporter(TrainerCallback):
     """At each round boundary (a checkpoint save), export the policy to ``run_dir/round_<k>/policy`` and call
     ``extra_export(round_dir)`` (R2M saves its reward head there)."""
 
-    def __init__(self, run_dir: Path, steps_per_round: int, tokenizer,
-                 extra_export: Callable[[Path], None] | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, steps_per_round: int, tokenizer, extra_export: Callable[[Path], None] | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.steps_per_round = steps_per_round
         self.tokenizer = tokenizer
@@ -87,3 +89,31 @@ class RoundExporter(TrainerCallback):
 
             shutil.rmtree(out)
         tmp.rename(out)
+
+
+class ProgressBar(TrainerCallback):
+    """One tqdm bar per run with the numbers people watch (proxy, gold, KL, words), instead of raw log dicts."""
+
+    KEYS = (("proxy_reward", "proxy"), ("gold_score", "gold"), ("kl_to_ref", "kl"), ("completion_words", "words"))
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs:
+            self.bar.set_postfix({short: f"{logs[k]:.2f}" for k, short in self.KEYS if k in logs})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -22,8 +22,9 @@ class PolicyPass:
     mask: Tensor  # [B, S] 1 = real token
 
 
-def build_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
-                ) -> tuple[Tensor, Tensor, Tensor]:
+def build_batch(
+    prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded input_ids / attention_mask [B, S] and a completion mask [B, S] (1 on completion tokens)."""
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
     width = max(1, max(len(s) for s in seqs))

@@ -49,16 +49,22 @@ class RewardFunction:
 
     __name__ = "proxy"
 
-    def __init__(self, scorer: ProxyScorer, monitor: PolicyMonitor, num_generations: int,
-                 gold: GoldFn | None = None) -> None:
+    def __init__(
+        self, scorer: ProxyScorer, monitor: PolicyMonitor, num_generations: int, gold: GoldFn | None = None
+    ) -> None:
         self.scorer = scorer
         self.monitor = monitor
         self.k = num_generations
         self.gold = gold
         self.last_batch: dict[str, Any] | None = None  # kept for updates that follow the policy step (R2M)
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str],
-                 completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
         state = kwargs.get("trainer_state")
         step = int(state.global_step) if state is not None else 0
         if completion_ids is None:
@@ -81,6 +87,11 @@ class RewardFunction:
         if log_metric is not None:
             for name, value in metrics.items():
                 log_metric(name, value)
-        self.last_batch = {"prompts": list(prompts), "completions": list(completions),
-                           "completion_ids": [list(c) for c in completion_ids], "rewards": rewards, "step": step}
+        self.last_batch = {
+            "prompts": list(prompts),
+            "completions": list(completions),
+            "completion_ids": [list(c) for c in completion_ids],
+            "rewards": rewards,
+            "step": step,
+        }
         return rewards.tolist()

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from r2m.config import Config
-from r2m.rl.callbacks import MetricsRecorder, RoundExporter, read_rows
+from r2m.rl.callbacks import MetricsRecorder, ProgressBar, RoundExporter, read_rows
 from r2m.rl.reward import RewardFunction
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def trl_config(algo: str, cfg: Config, output_dir: Path, progress: bool = True):
+def trl_config(algo: str, cfg: Config, output_dir: Path):
     """The TRL config for ``algo`` on this machine (CPU flags from environment.md; GPU when one is present)."""
     from trl import GRPOConfig, RLOOConfig
 
@@ -62,7 +62,7 @@ def trl_config(algo: str, cfg: Config, output_dir: Path, progress: bool = True):
         bf16=False,
         gradient_checkpointing=False,
         dataloader_num_workers=0,
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # r2m.rl.callbacks.ProgressBar shows one bar with the key metrics instead
     )
     if algo == "grpo":
         return GRPOConfig(**common)
@@ -136,17 +136,19 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     callbacks = [
         MetricsRecorder(spec.run_dir, resume_step=start),
         RoundExporter(spec.run_dir, steps_per_round, tokenizer, spec.extra_export),
+        *([ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
         *spec.callbacks,
     ]
     dataset = Dataset.from_list([{"prompt": r["prompt"], "post_id": r.get("post_id", r["id"])} for r in spec.prompts])
     trainer = trainer_class(spec.algo)(
         model=str(spec.policy_dir),
         reward_funcs=[reward_fn],
-        args=trl_config(spec.algo, cfg, spec.run_dir / "checkpoints", progress),
+        args=trl_config(spec.algo, cfg, spec.run_dir / "checkpoints"),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # raw log dicts every step; ProgressBar + metrics.jsonl replace them
     reward_fn.monitor.attach(trainer.model)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
     final = spec.run_dir / "final"
@@ -169,8 +171,15 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         return {}
     n_tail = max(1, int(len(rows) * tail_frac))
     out: dict = {"steps": len(rows)}
-    for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams",
-                "distinct_ratio", "proxy_group_std"):
+    for key in (
+        "proxy_reward",
+        "gold_score",
+        "kl_to_ref",
+        "completion_words",
+        "repeated_trigrams",
+        "distinct_ratio",
+        "proxy_group_std",
+    ):
         vals = [r[key] for r in rows if key in r]
         if not vals:
             continue

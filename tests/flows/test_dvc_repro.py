@@ -33,8 +33,12 @@ def test_dvc_repro_then_nothing_to_reproduce(repo, tmp_path):
     sh(["dvc", "init", "-q"], wd, env)
     out = sh(["dvc", "repro"], wd, env)
     assert "Running stage 'rl@grpo-vanilla'" in out or "rl@" in out
-    for f in ("metrics/summary.json", "plots/proxy_vs_gold.png", "metrics/register.json",
-              "models/rl/grpo-vanilla/final/policy/model.safetensors"):
+    for f in (
+        "metrics/summary.json",
+        "plots/proxy_vs_gold.png",
+        "metrics/register.json",
+        "models/rl/grpo-vanilla/final/policy/model.safetensors",
+    ):
         assert (wd / f).exists(), f
     again = sh(["dvc", "repro"], wd, env)
     assert "Data and pipelines are up to date" in again, again

@@ -42,9 +42,19 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("r2m.role") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    children = {r.data.tags.get("r2m.stage") for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert {"prepare", "sft", "reward_model", "rl-grpo-vanilla", "rl-rloo-vanilla", "evaluate-grpo-vanilla",
-            "report", "register"} <= children
+    children = {
+        r.data.tags.get("r2m.stage") for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+    }
+    assert {
+        "prepare",
+        "sft",
+        "reward_model",
+        "rl-grpo-vanilla",
+        "rl-rloo-vanilla",
+        "evaluate-grpo-vanilla",
+        "report",
+        "register",
+    } <= children
     rl_run = next(r for r in runs if r.data.tags.get("r2m.stage") == "rl-grpo-vanilla")
     hist = client.get_metric_history(rl_run.info.run_id, "gold_score")
     assert [m.step for m in hist] == [1, 2, 3, 4]

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from r2m.data.io import DataValidationError, PAIR_SCHEMA, read_jsonl
+from r2m.data.io import PAIR_SCHEMA, DataValidationError, read_jsonl
 from r2m.models.reward_model import RewardModel
 from tasks import evaluate, prepare, report, reward_model, rl
 from tasks.common import Paths
@@ -24,8 +24,10 @@ def test_prepare_is_deterministic_and_valid(tiny_pipeline, ci_cfg, tmp_path):
         assert a == (wd / "data" / f"{name}.jsonl").read_bytes(), name
     pairs = read_jsonl(tiny_pipeline / "data" / "rm_train.jsonl", PAIR_SCHEMA)
     assert len(pairs) == ci_cfg.data.n_rm_train
-    split_ids = [{r["id"] for r in read_jsonl(tiny_pipeline / "data" / f"{n}.jsonl")}
-                 for n in ("sft", "rl_prompts", "eval_prompts")]
+    split_ids = [
+        {r["id"] for r in read_jsonl(tiny_pipeline / "data" / f"{n}.jsonl")}
+        for n in ("sft", "rl_prompts", "eval_prompts")
+    ]
     assert not (split_ids[0] & split_ids[1]) and not (split_ids[1] & split_ids[2])  # disjoint splits
 
 
@@ -74,8 +76,7 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo):
     run_dir = paths.rl_run(f"{algo}-vanilla")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams",
-                "proxy_group_std"):
+    for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams", "proxy_group_std"):
         assert all(key in r for r in rows), key
     assert rows[0]["kl_to_ref"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference
     assert (run_dir / "round_1" / "policy" / "model.safetensors").exists()

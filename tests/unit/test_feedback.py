@@ -147,9 +147,7 @@ def test_blend():
     rte, attended = torch.tensor([[1.0, 2.0]]), torch.tensor([[-3.0, 5.0]])
     assert torch.equal(blend(rte, attended, 1.0), rte)
     assert torch.equal(blend(rte, attended, 0.0), attended)
-    assert blend(rte, attended, 0.6).tolist() == [
-        pytest.approx([0.4 * -3.0 + 0.6 * 1.0, 0.4 * 5.0 + 0.6 * 2.0])
-    ]
+    assert blend(rte, attended, 0.6).tolist() == [pytest.approx([0.4 * -3.0 + 0.6 * 1.0, 0.4 * 5.0 + 0.6 * 2.0])]
 
 
 # --- gaussian_like ------------------------------------------------------------------------------------------

@@ -94,9 +94,7 @@ def test_null_is_missing(tmp_path: Path) -> None:
 
 
 def test_empty_string(tmp_path: Path) -> None:
-    path = _write_lines(
-        tmp_path / "empty.jsonl", [json.dumps(_sft(0)), json.dumps({**_sft(1), "completion": ""})]
-    )
+    path = _write_lines(tmp_path / "empty.jsonl", [json.dumps(_sft(0)), json.dumps({**_sft(1), "completion": ""})])
     with pytest.raises(DataValidationError, match="empty.jsonl: row 2: field 'completion': empty string"):
         read_jsonl(path, SFT_SCHEMA)
     assert read_jsonl(path, SFT_SCHEMA, allow_empty_str=True)[1]["completion"] == ""

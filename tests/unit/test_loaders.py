@@ -262,9 +262,7 @@ def test_hub_snapshot_directory(tmp_path: Path) -> None:
     (snap / "data").mkdir(parents=True)
     records = _records(UFB)
     datasets.Dataset.from_list(records).to_parquet(str(snap / "data" / "train_prefs-00000-of-00001.parquet"))
-    datasets.Dataset.from_list(records[:1]).to_parquet(
-        str(snap / "data" / "test_prefs-00000-of-00001.parquet")
-    )
+    datasets.Dataset.from_list(records[:1]).to_parquet(str(snap / "data" / "test_prefs-00000-of-00001.parquet"))
     assert len(load_ultrafeedback_binarized(str(snap))) == 3
     test_rows = load_ultrafeedback_binarized(str(snap), split="test_prefs")
     assert [r["id"] for r in test_rows] == ["ufb-test_prefs-000000"]

@@ -72,9 +72,7 @@ def test_gre_bounds_and_invariance():
 
 
 def test_gre_tied_group_contributes_zero_without_nan_grad():
-    rewards = torch.tensor(
-        [[2.0, 2.0, 2.0, 2.0], [0.0, 1e-8, 0.0, 0.0], [0.0, 1.0, 0.5, 3.0]], dtype=torch.float64
-    )
+    rewards = torch.tensor([[2.0, 2.0, 2.0, 2.0], [0.0, 1e-8, 0.0, 0.0], [0.0, 1.0, 0.5, 3.0]], dtype=torch.float64)
     rewards.requires_grad_()
     h = group_reward_entropy(rewards)
     assert h[0].item() == 0.0 and h[1].item() == 0.0  # std < eps
@@ -121,9 +119,7 @@ def test_grebt_hand_mixture():
     terms = grebt_terms(torch.tensor(ROWS, dtype=torch.float64), alpha=alpha)
     assert set(terms) == {"bt", "gre", "grebt"}
     assert terms["grebt"].item() == pytest.approx(sum(per_row) / len(ROWS), rel=1e-9)
-    assert terms["bt"].item() == pytest.approx(
-        sum(neg_log_sigmoid(max(r) - min(r)) for r in ROWS) / 3, rel=1e-9
-    )
+    assert terms["bt"].item() == pytest.approx(sum(neg_log_sigmoid(max(r) - min(r)) for r in ROWS) / 3, rel=1e-9)
     assert terms["gre"].item() == pytest.approx(sum(hand_entropy(r) for r in ROWS) / 3, rel=1e-9)
     assert grebt_loss(torch.tensor(ROWS, dtype=torch.float64), alpha=alpha).item() == terms["grebt"].item()
 

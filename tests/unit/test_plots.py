@@ -54,7 +54,5 @@ def test_plots_bad_input(tmp_path: Path) -> None:
 
 def test_moving_average() -> None:
     np.testing.assert_allclose(moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
-    np.testing.assert_allclose(
-        moving_average(np.array([0.0, 3.0, 0.0, 3.0, 0.0]), 3), [1.5, 1.0, 2.0, 1.0, 1.5]
-    )
+    np.testing.assert_allclose(moving_average(np.array([0.0, 3.0, 0.0, 3.0, 0.0]), 3), [1.5, 1.0, 2.0, 1.0, 1.5])
     assert moving_average(np.empty(0), 3).size == 0

@@ -45,8 +45,9 @@ class _Monitor:
     tokenizer = None
 
     def run(self, prompts, completion_ids):
-        return PolicyPass(kl=torch.arange(len(prompts), dtype=torch.float32), feedback=None,
-                          mask=torch.ones(len(prompts), 1))
+        return PolicyPass(
+            kl=torch.arange(len(prompts), dtype=torch.float32), feedback=None, mask=torch.ones(len(prompts), 1)
+        )
 
 
 def test_reward_function_returns_scores_and_logs_metrics():
@@ -54,8 +55,13 @@ def test_reward_function_returns_scores_and_logs_metrics():
     scorer = lambda texts, ppass, step: torch.tensor([float(len(t)) for t in texts])  # noqa: E731
     gold = lambda ids, comps: [1.0 if i == "a" else -1.0 for i in ids]  # noqa: E731
     fn = RewardFunction(scorer, _Monitor(), num_generations=2, gold=gold)
-    out = fn(["p", "p", "q", "q"], ["x", "xx", "y", "yyy"], completion_ids=[[1], [1], [1], [1]],
-             post_id=["a", "a", "b", "b"], log_metric=lambda k, v: logged.__setitem__(k, v))
+    out = fn(
+        ["p", "p", "q", "q"],
+        ["x", "xx", "y", "yyy"],
+        completion_ids=[[1], [1], [1], [1]],
+        post_id=["a", "a", "b", "b"],
+        log_metric=lambda k, v: logged.__setitem__(k, v),
+    )
     assert out == [2.0, 3.0, 2.0, 4.0]
     assert logged["proxy_reward"] == 2.75
     assert logged["gold_score"] == 0.0
@@ -65,8 +71,10 @@ def test_reward_function_returns_scores_and_logs_metrics():
 
 
 def test_summarise_finds_gold_peak():
-    rows = [{"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10), "step_time_s": 0.5, "rss_gb": 1.0 + i}
-            for i in range(40)]
+    rows = [
+        {"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10), "step_time_s": 0.5, "rss_gb": 1.0 + i}
+        for i in range(40)
+    ]
     s = summarise(rows)
     assert s["proxy_reward_final"] > s["proxy_reward_initial"]
     assert 8 <= s["gold_peak_step"] <= 14

@@ -221,9 +221,7 @@ def test_register_and_load_hf_model(mlf: MlflowClient, hf_model_dir: Path) -> No
 
     name = "test-policy"
     with tracking.stage_run("register", "pipe-reg") as run:
-        v1 = tracking.register_model_dir(
-            hf_model_dir, name, run_id=run.info.run_id, kind="policy", description="tiny"
-        )
+        v1 = tracking.register_model_dir(hf_model_dir, name, run_id=run.info.run_id, kind="policy", description="tiny")
     assert v1 == 1
     assert tracking.get_version_by_alias(name, "candidate") == 1
     assert tracking.get_version_by_alias(name, "champion") is None
