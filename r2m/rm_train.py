@@ -27,8 +27,8 @@ def train_reward_model(
     chosen, rejected = _texts(rows, "chosen"), _texts(rows, "rejected")
     if not cfg.train_trunk:
         rm.trunk.requires_grad_(False)
-        e_c = rm.embed_texts(chosen, max_length=cfg.max_length)
-        e_r = rm.embed_texts(rejected, max_length=cfg.max_length)
+        e_c = rm.embed_texts(chosen, max_length=cfg.max_length, progress=progress)
+        e_r = rm.embed_texts(rejected, max_length=cfg.max_length, progress=progress)
         params = list(rm.head.parameters())
     else:
         params = [p for p in rm.parameters() if p.requires_grad]

@@ -81,11 +81,15 @@ class RewardModel(nn.Module):
         return self.score_embeddings(self.embed(input_ids, attention_mask))
 
     @torch.no_grad()
-    def embed_texts(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 512) -> Tensor:
+    def embed_texts(
+        self, texts: Sequence[str], batch_size: int = 32, max_length: int = 512, progress: bool = False
+    ) -> Tensor:
         """RTE for raw texts (prompt + response), no grad: -> [N, D_rm]."""
+        from tqdm.auto import tqdm
+
         self.trunk.eval()
         chunks = []
-        for i in range(0, len(texts), batch_size):
+        for i in tqdm(range(0, len(texts), batch_size), desc="embed", disable=not progress):
             enc = self.tokenize(texts[i : i + batch_size], max_length=max_length)
             chunks.append(self.embed(**enc))
         return torch.cat(chunks) if chunks else torch.zeros(0, self.hidden_size)
