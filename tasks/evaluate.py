@@ -44,23 +44,17 @@ def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dic
     """Two sampled completions per prompt, labelled by the gold judge (pairs with equal gold are dropped)."""
     rows = rows[: cfg.evaluate.n_policy_pairs]
     prompts = [r["prompt"] for r in rows]
-    a = generate(
-        model,
-        tok,
-        prompts,
-        cfg.evaluate.max_new_tokens,
-        greedy=False,
-        temperature=cfg.rl.temperature,
-        seed=cfg.seed + 1,
-    )
-    b = generate(
-        model,
-        tok,
-        prompts,
-        cfg.evaluate.max_new_tokens,
-        greedy=False,
-        temperature=cfg.rl.temperature,
-        seed=cfg.seed + 2,
+    a, b = (
+        generate(
+            model,
+            tok,
+            prompts,
+            cfg.evaluate.max_new_tokens,
+            greedy=False,
+            temperature=cfg.rl.temperature,
+            seed=cfg.seed + k,
+        )
+        for k in (1, 2)
     )
     ids = [r["post_id"] for r in rows]
     ga, gb = gold_fn(ids, a), gold_fn(ids, b)

@@ -17,24 +17,10 @@ from r2m.data.io import read_jsonl, write_json
 from r2m.models.reward_model import RewardModel
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.reward import RewardFunction, VanillaScorer
-from r2m.rl.runner import RunSpec, load_rows, summarise, train_rounds
+from r2m.rl.runner import SUMMARY_KEYS, RunSpec, load_rows, summarise, train_rounds
 from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
 
-STEP_COLUMNS = (
-    "step",
-    "proxy_reward",
-    "gold_score",
-    "kl_to_ref",
-    "completion_words",
-    "repeated_trigrams",
-    "distinct_ratio",
-    "proxy_group_std",
-    "gold_group_std",
-    "loss",
-    "grad_norm",
-    "step_time_s",
-    "rss_gb",
-)
+STEP_COLUMNS = ("step", *SUMMARY_KEYS, "gold_group_std", "loss", "grad_norm", "step_time_s", "rss_gb")
 
 
 def files_digest(*dirs: Path) -> str:

@@ -31,6 +31,16 @@ from r2m.rl.reward import RewardFunction
 log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+# the per-step metrics a run is judged by (summarised as initial / final / max)
+SUMMARY_KEYS = (
+    "proxy_reward",
+    "gold_score",
+    "kl_to_ref",
+    "completion_words",
+    "repeated_trigrams",
+    "distinct_ratio",
+    "proxy_group_std",
+)
 
 
 def trl_config(algo: str, cfg: Config, output_dir: Path):
@@ -171,15 +181,7 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         return {}
     n_tail = max(1, int(len(rows) * tail_frac))
     out: dict = {"steps": len(rows)}
-    for key in (
-        "proxy_reward",
-        "gold_score",
-        "kl_to_ref",
-        "completion_words",
-        "repeated_trigrams",
-        "distinct_ratio",
-        "proxy_group_std",
-    ):
+    for key in SUMMARY_KEYS:
         vals = [r[key] for r in rows if key in r]
         if not vals:
             continue
