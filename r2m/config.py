@@ -66,6 +66,8 @@ class PolicyConfig:
     num_layers: int = 2  # tiny only
     num_heads: int = 4  # tiny only
     max_positions: int = 320  # tiny only
+    prompt_format: str = "plain"  # plain | chat (instruct models: the instruction below as a chat turn)
+    instruction: str = "Summarize the following Reddit post in one sentence."
 
 
 @dataclass
@@ -180,6 +182,8 @@ class Config:
             raise ConfigError(f"rl.steps ({self.rl.steps}) must be a positive multiple of rl.rounds ({self.rl.rounds})")
         if self.rl.num_generations < 2:
             raise ConfigError("rl.num_generations must be >= 2 (group-relative advantages need a group)")
+        if self.policy.prompt_format not in ("plain", "chat"):
+            raise ConfigError(f"policy.prompt_format must be plain or chat, got {self.policy.prompt_format!r}")
         if not 0.0 <= self.r2m.omega_floor <= 1.0:
             raise ConfigError(f"r2m.omega_floor must be in [0, 1], got {self.r2m.omega_floor}")
         if not 0.0 <= self.r2m.alpha <= 1.0:

@@ -23,6 +23,7 @@ from r2m.generation import generate
 from r2m.judges.base import Judge, PairwiseItem
 from r2m.judges.gold import GoldPairwiseJudge
 from r2m.models.reward_model import RewardModel
+from r2m.prompts import render_prompts
 from r2m.rm_train import score_pairs
 from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
 from tasks.sft import SFT_GENERATIONS
@@ -43,7 +44,7 @@ def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str]
 def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dict]:
     """Two sampled completions per prompt, labelled by the gold judge (pairs with equal gold are dropped)."""
     rows = rows[: cfg.evaluate.n_policy_pairs]
-    prompts = [r["prompt"] for r in rows]
+    prompts = render_prompts(tok, [r["prompt"] for r in rows], cfg.policy)
     a, b = (
         generate(
             model,
@@ -79,7 +80,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     gens = generate(
         model,
         tok,
-        [r["prompt"] for r in rows],
+        render_prompts(tok, [r["prompt"] for r in rows], cfg.policy),
         cfg.evaluate.max_new_tokens,
         greedy=cfg.evaluate.greedy,
         temperature=cfg.rl.temperature,

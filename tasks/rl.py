@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from r2m.config import Config
 from r2m.data.io import read_jsonl, write_json
 from r2m.models.reward_model import RewardModel
+from r2m.prompts import render_prompt
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.reward import RewardFunction, VanillaScorer
 from r2m.rl.runner import SUMMARY_KEYS, RunSpec, load_rows, summarise, train_rounds
@@ -54,6 +55,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     run = f"{algo}-{method}"
     prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
     tok = AutoTokenizer.from_pretrained(paths.sft)
+    prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
     reference = AutoModelForCausalLM.from_pretrained(paths.sft, use_safetensors=True)
     rm = RewardModel.load(paths.rm)
     _, gold_fn = load_gold(paths)

@@ -18,6 +18,7 @@ from r2m.data.io import SFT_SCHEMA, read_jsonl, write_json, write_jsonl
 from r2m.generation import generate
 from r2m.models.builders import build_tiny_policy, load_pretrained, load_smollm2
 from r2m.models.tokenizer import train_bpe_tokenizer
+from r2m.prompts import render_prompt, render_prompts
 from r2m.sft import train_sft
 from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
 
@@ -43,7 +44,8 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     rows = read_jsonl(paths.data / "sft.jsonl", SFT_SCHEMA)
     t0 = time.perf_counter()
     model, tok = build_policy(cfg, rows)
-    losses = train_sft(model, tok, rows, cfg.sft, cfg.seed, progress=progress)
+    policy_rows = [{**r, "prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in rows]
+    losses = train_sft(model, tok, policy_rows, cfg.sft, cfg.seed, progress=progress)
     train_s = time.perf_counter() - t0
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -54,7 +56,7 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     gens = generate(
         model,
         tok,
-        [r["prompt"] for r in eval_rows],
+        render_prompts(tok, [r["prompt"] for r in eval_rows], cfg.policy),
         max_new_tokens=cfg.evaluate.max_new_tokens,
         greedy=cfg.evaluate.greedy,
         temperature=cfg.rl.temperature,

@@ -70,7 +70,8 @@ class RewardFunction:
         if completion_ids is None:
             completion_ids = [self.monitor.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
         ppass = self.monitor.run(prompts, completion_ids)
-        texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+        rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
+        texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
         rewards = self.scorer(texts, ppass, step).float().cpu()
         metrics = {
             "proxy_reward": float(rewards.mean()),

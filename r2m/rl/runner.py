@@ -107,7 +107,9 @@ class RunSpec:
     method: str
     run_dir: Path
     policy_dir: Path  # the SFT reference (start of RL and KL anchor)
-    prompts: Sequence[dict]  # rows with "prompt" and "post_id"
+    prompts: Sequence[
+        dict
+    ]  # rows with "prompt" (plain task prompt), "policy_prompt" (as the policy sees it), "post_id"
     fingerprint: dict
     callbacks: list[TrainerCallback] = field(default_factory=list)
     extra_export: Callable[[Path], None] | None = None
@@ -149,7 +151,16 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
         *([ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
         *spec.callbacks,
     ]
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "post_id": r.get("post_id", r["id"])} for r in spec.prompts])
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": r.get("policy_prompt", r["prompt"]),
+                "rm_prompt": r["prompt"],
+                "post_id": r.get("post_id", r["id"]),
+            }
+            for r in spec.prompts
+        ]
+    )
     trainer = trainer_class(spec.algo)(
         model=str(spec.policy_dir),
         reward_funcs=[reward_fn],

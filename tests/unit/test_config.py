@@ -59,3 +59,19 @@ def test_fingerprint_changes_with_section():
     assert a.fingerprint("data") == b.fingerprint("data")
     assert a.fingerprint("rl") != b.fingerprint("rl")
     assert a.run_names() == ["grpo-vanilla", "rloo-vanilla"]
+
+
+def test_prompt_format_render(tmp_path):
+    from r2m.config import PolicyConfig
+    from r2m.models.tokenizer import train_bpe_tokenizer
+    from r2m.prompts import render_prompt
+
+    tok = train_bpe_tokenizer(["hello world TL;DR: hi"] * 4, vocab_size=300)
+    assert render_prompt(tok, "POST: x\nTL;DR:", PolicyConfig()) == "POST: x\nTL;DR:"
+    chat = PolicyConfig(prompt_format="chat", instruction="Summarize.")
+    with pytest.raises(ValueError, match="no chat template"):
+        render_prompt(tok, "POST: x", chat)
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    assert render_prompt(tok, "POST: x", chat) == "<user>Summarize.\n\nPOST: x<assistant>"
+    with pytest.raises(ConfigError, match="prompt_format"):
+        load_config(REPO / "params.yaml", overrides=["policy.prompt_format=xml"])
