@@ -122,6 +122,7 @@ class R2MConfig:
     rm_lr: float = 1e-4
     rm_updates_per_step: int = 1
     grad_clip: float = 1.0
+    round_eval_pairs: int = 200  # RM-test pairs scored with policy feedback at the end of every round
 
 
 @dataclass

@@ -10,6 +10,7 @@ Writes ``metrics/eval/<run>.json`` and ``metrics/eval/<run>_generations.jsonl``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -22,9 +23,11 @@ from r2m.evaluation.winrate import win_rate_report
 from r2m.generation import generate
 from r2m.judges.base import Judge, PairwiseItem
 from r2m.judges.gold import GoldPairwiseJudge
+from r2m.models.r2m_head import R2MRewardHead
 from r2m.models.reward_model import RewardModel
 from r2m.prompts import render_prompts
-from r2m.rm_train import score_pairs
+from r2m.rl.policy_pass import PolicyMonitor
+from r2m.rl.r2m import score_with_feedback
 from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
 from tasks.sft import SFT_GENERATIONS
 
@@ -67,6 +70,32 @@ def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dic
     return out
 
 
+def run_reward(cfg: Config, paths: Paths, final: Path, policy, tok) -> Callable[[list[str], list[str]], list[float]]:
+    """The run's reward model as ``score(plain_prompts, responses)``: the R2M head with the final policy's feedback
+    at t = T, the further-trained RM of ``pretrained_rm``, or the vanilla RM."""
+    ml = cfg.reward_model.max_length
+    if (final / "reward_model").exists():
+        rm = RewardModel.load(final / "reward_model")
+    else:
+        rm = RewardModel.load(paths.rm)
+    if not (final / "reward_head").exists():
+        return lambda ps, rs: rm.score_texts([p + r for p, r in zip(ps, rs, strict=True)], max_length=ml).tolist()
+    head = R2MRewardHead.load(final / "reward_head")
+    monitor = PolicyMonitor(tok, policy, keep_feedback=True)
+    monitor.attach(policy)
+    return lambda ps, rs: score_with_feedback(
+        rm, head, monitor, ps, render_prompts(tok, ps, cfg.policy), rs, max_length=ml
+    )
+
+
+def pair_accuracy(score, pairs: list[dict]) -> dict:
+    """Strict accuracy + calibration of ``score`` on (prompt, chosen, rejected) pairs."""
+    prompts = [r["prompt"] for r in pairs]
+    return reward_accuracy_report(
+        score(prompts, [r["chosen"] for r in pairs]), score(prompts, [r["rejected"] for r in pairs])
+    )
+
+
 def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla") -> dict:
     set_threads(cfg)
     paths = Paths.of(cfg, workdir)
@@ -89,14 +118,11 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
     metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}
     posts, gold_fn = load_gold(paths)
-    rm = RewardModel.load(paths.rm)
-    ml = cfg.reward_model.max_length
-    metrics["rm_test"] = reward_accuracy_report(
-        *score_pairs(rm, read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA), ml)
-    )
-    metrics["policy_proxy_mean"] = float(
-        rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)], max_length=ml).mean()
-    )
+    score = run_reward(cfg, paths, paths.rl_run(run) / "final", model, tok)
+    test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+    metrics["rm_test"] = pair_accuracy(score, test)
+    proxy = score([r["prompt"] for r in rows], gens)
+    metrics["policy_proxy_mean"] = sum(proxy) / len(proxy)
     if gold_fn is not None:
         judge = GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)
         refs = [" " + r["reference"] for r in rows]
@@ -106,7 +132,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
         metrics["policy_gold_mean"] = sum(gold) / len(gold)
         pairs = policy_pairs(model, tok, rows, gold_fn, cfg)
         if pairs:
-            metrics["rm_policy_pairs"] = reward_accuracy_report(*score_pairs(rm, pairs, ml))
+            metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
     out = paths.metrics / "eval"
     write_jsonl(
         out / f"{run}_generations.jsonl",

@@ -32,7 +32,8 @@ class MetricsRecorder(TrainerCallback):
     On resume the rows past the checkpoint's step are dropped first, so the file always matches the policy.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
+    def __init__(self, run_dir: Path, resume_step: int = 0, extras: list[Callable[[], dict]] | None = None) -> None:
+        self.extras = extras or []  # e.g. the R2M updater's losses, merged into each step's row
         self.path = Path(run_dir) / METRICS_FILE
         kept = [r for r in read_rows(self.path) if r["step"] <= resume_step]
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,8 @@ class MetricsRecorder(TrainerCallback):
         for k, v in logs.items():
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 row[k] = float(v)
+        for extra in self.extras:
+            row.update(extra())
         row["step_time_s"] = self._step_time
         row["rss_gb"] = rss_gb()
         with self.path.open("a") as f:

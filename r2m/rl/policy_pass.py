@@ -64,14 +64,20 @@ class PolicyMonitor:
         return [p[-self.max_prompt_tokens :] for p in enc]
 
     @torch.no_grad()
-    def run(self, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]]) -> PolicyPass:
+    def run(
+        self, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]], with_reference: bool = True
+    ) -> PolicyPass:
+        """Forward the policy (and the reference, for KL, unless ``with_reference=False``) over prompt + completion."""
         if self.policy is None:
             raise RuntimeError("PolicyMonitor.attach(policy) must be called before the first rollout")
         ids, mask, comp = build_batch(self.prompt_ids(prompts), completion_ids, self.tokenizer.pad_token_id)
         dev = next(self.policy.parameters()).device
         ids, mask, comp = ids.to(dev), mask.to(dev), comp.to(dev)
         out = self.policy(input_ids=ids, attention_mask=mask, output_hidden_states=self.keep_feedback)
-        ref = self.reference(input_ids=ids, attention_mask=mask)
-        kl = completion_logprobs(out.logits, ids, comp) - completion_logprobs(ref.logits, ids, comp)
+        logp = completion_logprobs(out.logits, ids, comp)
+        if with_reference:
+            kl = logp - completion_logprobs(self.reference(input_ids=ids, attention_mask=mask).logits, ids, comp)
+        else:
+            kl = torch.full_like(logp, float("nan"))
         feedback = out.hidden_states[-1].float() if self.keep_feedback else None
         return PolicyPass(kl=kl.cpu(), feedback=feedback, mask=mask)

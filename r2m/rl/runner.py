@@ -112,7 +112,9 @@ class RunSpec:
     ]  # rows with "prompt" (plain task prompt), "policy_prompt" (as the policy sees it), "post_id"
     fingerprint: dict
     callbacks: list[TrainerCallback] = field(default_factory=list)
-    extra_export: Callable[[Path], None] | None = None
+    extra_export: Callable[[Path], None] | None = None  # writes method-specific files into round/final dirs
+    on_resume: Callable[[Path], None] | None = None  # restores method-specific state from a checkpoint
+    extra_metrics: list[Callable[[], dict]] = field(default_factory=list)
 
 
 def prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
@@ -144,9 +146,11 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     start = checkpoint_step(ckpt)
     if ckpt is not None:
         log.info("resuming %s from %s (step %d)", spec.run_dir.name, ckpt.name, start)
+        if spec.on_resume is not None:
+            spec.on_resume(ckpt)
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
     callbacks = [
-        MetricsRecorder(spec.run_dir, resume_step=start),
+        MetricsRecorder(spec.run_dir, resume_step=start, extras=spec.extra_metrics),
         RoundExporter(spec.run_dir, steps_per_round, tokenizer, spec.extra_export),
         *([ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
         *spec.callbacks,

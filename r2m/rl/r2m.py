@@ -1,0 +1,189 @@
+"""R2M in the RL loop: the policy-feedback scorer, the online GREBT update after every policy step, the variants.
+
+Per rollout batch (K responses for each of n prompts):
+  1. the frozen RM trunk gives the reward token embedding H [B, D_rm] (once per batch, cached);
+  2. the policy forward that also measures KL gives the feedback h [B, S, D_p];
+  3. r = phi((1 - omega(t)) CA(H, h) + omega(t) H) is the reward TRL optimises.
+After the policy's optimiser step (``on_step_end``):
+  4. h' = hidden states of the UPDATED policy on the same responses (one extra no-grad forward, timed);
+  5. r' recomputed, each group self-labelled (best / worst), GREBT = (1 - alpha) BT + alpha GRE minimised;
+  6. AdamW step on the cross-attention and phi only (trunk and policy untouched).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import TrainerCallback
+
+from r2m.config import Config
+from r2m.losses import grebt_terms
+from r2m.models.feedback import gaussian_like
+from r2m.models.r2m_head import R2MHeadConfig, R2MRewardHead, load_state, save_state
+from r2m.models.reward_model import RewardModel
+from r2m.rl.policy_pass import PolicyMonitor, PolicyPass
+from r2m.schedule import omega
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the spec's variant table, as switches on the same code path."""
+
+    use_attention: bool = True  # cross-attention on policy feedback (False: iter_head, phi only)
+    noise: bool = False  # replace h by Gaussian noise with the same mean and variance
+    train: bool = True  # online GREBT updates after every policy step
+    alpha: float | None = None  # GREBT mixing; None = r2m.alpha
+
+
+VARIANTS: dict[str, Variant] = {
+    "r2m": Variant(),
+    "r2m_frozen": Variant(train=False),
+    "r2m_noise": Variant(noise=True),
+    "r2m_no_gre": Variant(alpha=0.0),
+    "r2m_no_bt": Variant(alpha=1.0),
+    "iter_head": Variant(use_attention=False),
+}
+
+
+def build_head(
+    rm: RewardModel, policy_dim: int, cfg: Config, variant: Variant, trunk: str, policy: str
+) -> R2MRewardHead:
+    """The R2M head for a variant, phi initialised from the trained vanilla RM's head."""
+    hc = R2MHeadConfig(
+        rm_dim=rm.hidden_size,
+        policy_dim=policy_dim,
+        attn_dim=cfg.r2m.attn_dim or rm.hidden_size,
+        num_heads=cfg.r2m.num_heads,
+        use_attention=variant.use_attention,
+        omega_floor=cfg.r2m.omega_floor,
+        total_steps=cfg.rl.steps,
+        trunk=trunk,
+        policy=policy,
+    )
+    torch.manual_seed(cfg.seed)
+    return R2MRewardHead(hc, head=rm.head)
+
+
+class R2MScorer:
+    """The reward TRL sees: r = phi(H_fin) with the current policy's feedback (no grad)."""
+
+    def __init__(self, rm: RewardModel, head: R2MRewardHead, variant: Variant, max_length: int, seed: int = 0) -> None:
+        self.rm = rm.eval().requires_grad_(False)
+        self.head = head
+        self.variant = variant
+        self.max_length = max_length
+        self.generator = torch.Generator().manual_seed(seed)
+        self.cache: dict | None = None
+
+    def omega_at(self, step: int) -> float:
+        c = self.head.config
+        return omega(step, c.total_steps, c.omega_floor) if c.use_attention else 1.0
+
+    def feedback(self, ppass: PolicyPass) -> tuple[Tensor | None, Tensor | None]:
+        if not self.variant.use_attention:
+            return None, None
+        h = ppass.feedback
+        if h is None:
+            raise RuntimeError("R2M needs the policy's hidden states: PolicyMonitor(keep_feedback=True)")
+        if self.variant.noise:
+            h = gaussian_like(h, ppass.mask, generator=self.generator)
+        return h, ppass.mask
+
+    def __call__(self, texts: Sequence[str], ppass: PolicyPass, step: int) -> Tensor:
+        rte = self.rm.embed_texts(texts, max_length=self.max_length)
+        h, mask = self.feedback(ppass)
+        with torch.no_grad():
+            rewards = self.head(rte, h, mask, self.omega_at(step))
+        self.cache = {"rte": rte, "step": step, "rewards": rewards}
+        return rewards
+
+
+class R2MUpdater(TrainerCallback):
+    """After each policy step: recompute feedback with the updated policy, GREBT step on cross-attention + phi."""
+
+    def __init__(self, scorer: R2MScorer, monitor: PolicyMonitor, reward_fn, cfg: Config) -> None:
+        self.scorer = scorer
+        self.monitor = monitor
+        self.reward_fn = reward_fn
+        self.k = cfg.rl.num_generations
+        self.alpha = scorer.variant.alpha if scorer.variant.alpha is not None else cfg.r2m.alpha
+        self.updates = cfg.r2m.rm_updates_per_step
+        self.grad_clip = cfg.r2m.grad_clip
+        self.optimizer = torch.optim.AdamW(scorer.head.trainable_parameters(), lr=cfg.r2m.rm_lr, weight_decay=0.0)
+        self.metrics: dict[str, float] = {}
+
+    def update(self) -> dict[str, float]:
+        """One R2M update on the last rollout batch; returns the metrics of the step."""
+        batch, cache = self.reward_fn.last_batch, self.scorer.cache
+        step = cache["step"]
+        w = self.scorer.omega_at(step)
+        out = {"r2m_omega": w}
+        if not self.scorer.variant.train:
+            return out
+        t0 = time.perf_counter()
+        h, mask = None, None
+        if self.scorer.variant.use_attention:
+            ppass = self.monitor.run(batch["prompts"], batch["completion_ids"], with_reference=False)
+            h, mask = self.scorer.feedback(ppass)
+        t1 = time.perf_counter()
+        head = self.scorer.head
+        head.train()
+        for _ in range(self.updates):
+            rewards = head(cache["rte"], h, mask, w).view(-1, self.k)
+            terms = grebt_terms(rewards, self.alpha)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["grebt"].backward()
+            torch.nn.utils.clip_grad_norm_(head.trainable_parameters(), self.grad_clip)
+            self.optimizer.step()
+        head.eval()
+        out.update({f"r2m_{k}": float(v.detach()) for k, v in terms.items()})
+        out["r2m_feedback_forward_s"] = t1 - t0
+        out["r2m_update_s"] = time.perf_counter() - t0
+        return out
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.reward_fn.last_batch is not None and self.scorer.cache is not None:
+            self.metrics = self.update()
+
+    def on_save(self, args, state, control, **kwargs):
+        save_state(self.scorer.head, self.optimizer, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    def resume(self, checkpoint: Path) -> None:
+        """Restore the head and its optimizer from a TRL checkpoint this callback saved into."""
+        load_state(self.scorer.head, self.optimizer, checkpoint)
+
+
+@torch.no_grad()
+def score_with_feedback(
+    rm: RewardModel,
+    head: R2MRewardHead,
+    monitor: PolicyMonitor,
+    rm_prompts: Sequence[str],
+    policy_prompts: Sequence[str],
+    responses: Sequence[str],
+    step: int | None = None,
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> list[float]:
+    """R2M rewards of (prompt, response) with ``monitor``'s policy as feedback; ``step=None`` uses t = T (omega at
+    its floor), the evaluation-time setting of the spec."""
+    c = head.config
+    w = omega(c.total_steps if step is None else step, c.total_steps, c.omega_floor) if c.use_attention else 1.0
+    tok = monitor.tokenizer
+    out: list[float] = []
+    head.eval()
+    for i in range(0, len(responses), batch_size):
+        sl = slice(i, i + batch_size)
+        rte = rm.embed_texts([p + r for p, r in zip(rm_prompts[sl], responses[sl], strict=True)], max_length=max_length)
+        h = mask = None
+        if c.use_attention:
+            ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses[sl]]
+            ppass = monitor.run(policy_prompts[sl], ids, with_reference=False)
+            h, mask = ppass.feedback, ppass.mask
+        out.extend(head(rte, h, mask, w).tolist())
+    return out
