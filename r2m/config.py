@@ -98,8 +98,8 @@ class RewardModelConfig:
 class RLConfig:
     """Online RL with TRL (GRPO / RLOO) against the reward model, in rounds with a checkpoint per round."""
 
-    algos: list[str] = field(default_factory=lambda: ["grpo", "rloo"])
-    methods: list[str] = field(default_factory=lambda: ["vanilla"])
+    algos: list[str] = field(default_factory=lambda: ["grpo"])  # add rloo: `r2m run --algo grpo --algo rloo`
+    methods: list[str] = field(default_factory=lambda: ["vanilla", "r2m"])
     steps: int = 160  # total optimiser steps T
     rounds: int = 4  # checkpoint + resume granularity; steps must divide evenly
     prompts_per_step: int = 8

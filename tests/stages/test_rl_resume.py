@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from r2m.config import load_config
@@ -23,31 +24,41 @@ class Crash(TrainerCallback):
             raise RuntimeError(f"simulated crash at step {self.at}")
 
 
-def test_crash_then_resume_from_last_round(tiny_pipeline, repo, tmp_path):
+@pytest.mark.parametrize("method", ["vanilla", "r2m"])
+def test_crash_then_resume_from_last_round(tiny_pipeline, repo, tmp_path, method):
     wd = tmp_path / "wd"
     shutil.copytree(tiny_pipeline, wd, ignore=shutil.ignore_patterns("rl"))
     cfg = load_config(repo / "params.yaml", profile="ci", overrides=["rl.steps=6", "rl.rounds=3"])
     paths = Paths.of(cfg, wd)
-    spec, reward_fn, tok = build_run(cfg, paths, "grpo", "vanilla")
+    spec, reward_fn, tok = build_run(cfg, paths, "grpo", method)
     spec.callbacks.append(Crash(at=5))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_rounds(spec, cfg, reward_fn, tok, progress=False)
     assert (spec.run_dir / "round_2").exists() and not (spec.run_dir / "final").exists()
 
-    spec, reward_fn, tok = build_run(cfg, paths, "grpo", "vanilla")
+    spec, reward_fn, tok = build_run(cfg, paths, "grpo", method)
+    if method == "r2m":  # the resumed head is the one saved with checkpoint-4, not a fresh one
+        from r2m.models.r2m_head import R2MRewardHead
+
+        head = reward_fn.scorer.head
+        fresh = {k: v.clone() for k, v in head.state_dict().items()}
+        spec.on_resume(spec.run_dir / "checkpoints" / "checkpoint-4")
+        saved = R2MRewardHead.load(spec.run_dir / "round_2" / "reward_head").state_dict()
+        assert all(torch.equal(v, saved[k]) for k, v in head.state_dict().items())
+        assert any(not torch.equal(fresh[k], saved[k]) for k in saved)  # 4 updates moved it
     status = train_rounds(spec, cfg, reward_fn, tok, progress=False)
     assert status == {"resumed_from": 4, "skipped": False}
     rows = [json.loads(x) for x in (spec.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the crashed step 5 row was replaced, not duplicated
-    assert write_outputs(paths, "grpo-vanilla", status)["resumed_from_step"] == 4
+    assert write_outputs(paths, f"grpo-{method}", status)["resumed_from_step"] == 4
 
     # finished: a rerun does nothing
-    spec, reward_fn, tok = build_run(cfg, paths, "grpo", "vanilla")
+    spec, reward_fn, tok = build_run(cfg, paths, "grpo", method)
     assert train_rounds(spec, cfg, reward_fn, tok, progress=False)["skipped"] is True
 
     # another config: the old run is moved aside, not resumed or overwritten
     cfg2 = load_config(repo / "params.yaml", profile="ci", overrides=["rl.steps=2", "rl.rounds=1"])
-    spec, reward_fn, tok = build_run(cfg2, paths, "grpo", "vanilla")
+    spec, reward_fn, tok = build_run(cfg2, paths, "grpo", method)
     assert train_rounds(spec, cfg2, reward_fn, tok, progress=False) == {"resumed_from": 0, "skipped": False}
-    stale = [p for p in spec.run_dir.parent.iterdir() if p.name.startswith("grpo-vanilla.stale-")]
+    stale = [p for p in spec.run_dir.parent.iterdir() if p.name.startswith(f"grpo-{method}.stale-")]
     assert len(stale) == 1 and (stale[0] / "final" / "policy").exists()

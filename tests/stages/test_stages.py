@@ -69,11 +69,14 @@ def test_bad_pair_file_names_file_row_field_and_keeps_outputs(tiny_pipeline, ci_
     assert (wd / "models" / "rm" / "head.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize("algo", ["grpo", "rloo"])
-def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo):
-    out = rl.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method="vanilla")
+@pytest.mark.parametrize(
+    ("algo", "method"),
+    [("grpo", "vanilla"), ("rloo", "vanilla"), ("grpo", "r2m"), ("rloo", "iter_head"), ("grpo", "pretrained_rm")],
+)
+def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
+    out = rl.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method=method)
     paths = Paths.of(ci_cfg, tiny_pipeline)
-    run_dir = paths.rl_run(f"{algo}-vanilla")
+    run_dir = paths.rl_run(f"{algo}-{method}")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams", "proxy_group_std"):
@@ -85,7 +88,13 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo):
     ref = load_file(paths.sft / "model.safetensors")
     assert any(not torch.equal(final[k], ref[k]) for k in final)  # RL changed the policy
     assert out["metrics"]["steps"] == 4
-    ev = evaluate.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method="vanilla")["metrics"]
+    if method in ("r2m", "iter_head"):
+        assert all("r2m_grebt" in r and "r2m_omega" in r for r in rows)
+        assert (run_dir / "final" / "reward_head" / "r2m_head.safetensors").exists()
+        assert len(out["metrics"]["rm_test_accuracy_per_round"]) == 2
+    if method == "pretrained_rm":
+        assert (run_dir / "final" / "reward_model" / "head.safetensors").exists()
+    ev = evaluate.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method=method)["metrics"]
     for key in ("vs_reference", "vs_sft"):
         assert ev[key]["n"] == 12 and 0.0 <= ev[key]["win_rate_ties_half"] <= 1.0
         assert ev[key]["ci_low"] <= ev[key]["win_rate_ties_half"] <= ev[key]["ci_high"]

@@ -58,7 +58,7 @@ def test_fingerprint_changes_with_section():
     b.rl.lr = 1.0
     assert a.fingerprint("data") == b.fingerprint("data")
     assert a.fingerprint("rl") != b.fingerprint("rl")
-    assert a.run_names() == ["grpo-vanilla", "rloo-vanilla"]
+    assert a.run_names() == ["grpo-vanilla", "grpo-r2m"]
 
 
 def test_prompt_format_render(tmp_path):

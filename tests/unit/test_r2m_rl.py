@@ -1,0 +1,154 @@
+"""R2M in the RL loop on tiny random models: what an update touches, that it lowers GREBT, the variant switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, GPTNeoXModel
+
+from r2m.config import Config
+from r2m.losses import grebt_terms
+from r2m.models.r2m_head import R2MRewardHead
+from r2m.models.reward_model import RewardModel
+from r2m.models.tokenizer import train_bpe_tokenizer
+from r2m.rl.policy_pass import PolicyMonitor
+from r2m.rl.r2m import VARIANTS, R2MScorer, R2MUpdater, build_head, score_with_feedback
+from r2m.rl.reward import RewardFunction
+
+TEXTS = ["my roommate Jake owes me $300 for rent", "my cat Milo needs a $2,500 vet visit", "TL;DR: help"] * 8
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
+    mk = dict(
+        vocab_size=len(tok),
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    policy = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=24, **mk))
+    reference = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=24, **mk))
+    rm = RewardModel(GPTNeoXModel(GPTNeoXConfig(hidden_size=16, **mk)), tok)
+    return tok, policy, reference, rm
+
+
+def make(parts, method: str, **r2m):
+    tok, policy, reference, rm = parts
+    cfg = Config()
+    cfg.rl.num_generations, cfg.rl.steps = 4, 10
+    cfg.r2m.rm_lr = 1e-2
+    for k, v in r2m.items():
+        setattr(cfg.r2m, k, v)
+    variant = VARIANTS[method]
+    monitor = PolicyMonitor(tok, reference, keep_feedback=variant.use_attention)
+    monitor.attach(policy)
+    head = build_head(rm, policy.config.hidden_size, cfg, variant, "rm", "sft")
+    scorer = R2MScorer(rm, head, variant, max_length=64)
+    fn = RewardFunction(scorer, monitor, num_generations=4)
+    return fn, scorer, R2MUpdater(scorer, monitor, fn, cfg)
+
+
+def rollout(fn, tok, step: int = 3):
+    prompts = ["POST: a TL;DR:"] * 4 + ["POST: b TL;DR:"] * 4
+    comps = [" jake owes $300", " milo vet", " help help", " rent", " $2,500 vet", " cat", " my roommate", " x"]
+    ids = [tok(c, add_special_tokens=False)["input_ids"] for c in comps]
+
+    class S:
+        global_step = step
+
+    return fn(prompts, comps, completion_ids=ids, trainer_state=S())
+
+
+def snapshot(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module) -> set[str]:
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def test_update_touches_only_attention_and_head_and_lowers_grebt(parts):
+    tok, policy, _, rm = parts
+    fn, scorer, upd = make(parts, "r2m")
+    rollout(fn, tok)
+    trunk0, policy0, head0 = snapshot(rm.trunk), snapshot(policy), snapshot(scorer.head)
+    batch, cache = fn.last_batch, scorer.cache
+    ppass = upd.monitor.run(batch["prompts"], batch["completion_ids"], with_reference=False)
+    w = scorer.omega_at(cache["step"])
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(
+                grebt_terms(scorer.head(cache["rte"], ppass.feedback, ppass.mask, w).view(-1, 4), 0.3)["grebt"]
+            )
+
+    before = loss()
+    metrics = upd.update()
+    assert loss() < before
+    assert changed(trunk0, rm.trunk) == set() and changed(policy0, policy) == set()
+    assert {k.split(".")[0] for k in changed(head0, scorer.head)} == {"attn", "head"}
+    assert {"r2m_omega", "r2m_bt", "r2m_gre", "r2m_grebt", "r2m_update_s"} <= set(metrics)
+    assert metrics["r2m_omega"] == pytest.approx(0.5 * torch.cos(torch.tensor(torch.pi * 3 / 10)).item() + 0.5)
+
+
+def test_first_step_reward_is_vanilla(parts):
+    # omega(0) = 1: before any RL step R2M's reward equals the vanilla RM's
+    tok, _, _, rm = parts
+    fn, scorer, _ = make(parts, "r2m")
+    got = torch.tensor(rollout(fn, tok, step=0))
+    want = rm.score_texts([p + c for p, c in zip(fn.last_batch["prompts"], fn.last_batch["completions"], strict=True)])
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_frozen_variant_never_updates(parts):
+    tok = parts[0]
+    fn, scorer, upd = make(parts, "r2m_frozen")
+    rollout(fn, tok)
+    head0 = snapshot(scorer.head)
+    assert set(upd.update()) == {"r2m_omega"}
+    assert changed(head0, scorer.head) == set()
+
+
+def test_iter_head_has_no_attention_and_updates_phi_only(parts):
+    tok = parts[0]
+    fn, scorer, upd = make(parts, "iter_head")
+    assert scorer.head.attn is None and fn.monitor.keep_feedback is False
+    rollout(fn, tok)
+    head0 = snapshot(scorer.head)
+    upd.update()
+    assert {k.split(".")[0] for k in changed(head0, scorer.head)} == {"head"}
+
+
+def test_noise_variant_replaces_feedback(parts):
+    tok = parts[0]
+    fn, scorer, _ = make(parts, "r2m_noise")
+    rollout(fn, tok)
+    ppass = fn.monitor.run(fn.last_batch["prompts"], fn.last_batch["completion_ids"])
+    h, mask = scorer.feedback(ppass)
+    assert h.shape == ppass.feedback.shape and not torch.allclose(h, ppass.feedback)
+
+
+@pytest.mark.parametrize(("method", "alpha"), [("r2m", 0.3), ("r2m_no_gre", 0.0), ("r2m_no_bt", 1.0)])
+def test_alpha_switches(parts, method, alpha):
+    _, _, upd = make(parts, method, alpha=0.3)
+    assert upd.alpha == alpha
+
+
+def test_head_save_load_roundtrip(parts, tmp_path):
+    tok, policy, _, rm = parts
+    fn, scorer, upd = make(parts, "r2m")
+    rollout(fn, tok)
+    upd.update()
+    scorer.head.save(tmp_path / "h")
+    loaded = R2MRewardHead.load(tmp_path / "h")
+    args = (["POST: a TL;DR:"], ["POST: a TL;DR:"], [" jake owes $300"])
+    a = score_with_feedback(rm, scorer.head, fn.monitor, *args)
+    b = score_with_feedback(rm, loaded, fn.monitor, *args)
+    assert a == pytest.approx(b, abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="not a saved R2M reward head"):
+        R2MRewardHead.load(tmp_path / "nothing")
