@@ -454,10 +454,11 @@ def _pinned_requirements() -> list[str]:
 def _check_model_dir(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist")
-    has_config = (model_dir / "config.json").is_file() or (model_dir / "reward_model.json").is_file()
+    has_config = any((model_dir / f).is_file() for f in ("config.json", "reward_model.json", "r2m_head.json"))
     if not has_config or not any(model_dir.rglob("*.safetensors")):
         raise ValueError(
-            f"{model_dir} is not a saved model dir (needs config.json or reward_model.json, and *.safetensors)"
+            f"{model_dir} is not a saved model dir (needs config.json, reward_model.json or r2m_head.json, "
+            "and *.safetensors)"
         )
 
 

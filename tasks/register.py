@@ -52,6 +52,11 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
     rv = tracking.register_model_dir(
         paths.rm, rm_name, run_id=run_id, kind="reward_model", description="vanilla Bradley-Terry reward model"
     )
+    head_dir = paths.rl_run(best) / "final" / "reward_head"
+    if head_dir.exists():  # R2M: the cross-attention + score head, loadable with its trunk and policy
+        hv = tracking.register_model_dir(
+            head_dir, f"{prefix}-reward-head", run_id=run_id, kind="reward_head", description=f"{best} R2M reward head"
+        )
     out = {
         "best_run": best,
         PROMOTION_METRIC: wr,
@@ -59,6 +64,8 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
         "reward_model": {"name": rm_name, "version": rv},
         "alias": "candidate",
     }
+    if head_dir.exists():
+        out["reward_head"] = {"name": f"{prefix}-reward-head", "version": hv}
     write_json(paths.metrics / "register.json", out)
     return {"metrics": {"policy_version": pv, "reward_model_version": rv}, "registered": out}
 

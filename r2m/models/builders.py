@@ -66,7 +66,12 @@ def load_smollm2() -> tuple[PreTrainedModel, object]:
     d = smollm2_gguf_dir()
     tok = AutoTokenizer.from_pretrained(d, gguf_file=SMOLLM2_GGUF)
     loaded = AutoModelForCausalLM.from_pretrained(d, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    # the de-quantised weights are plain fp32: drop the GGUF marker, or every reload refuses to save_pretrained
+    for attr in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=False)
     model.tie_weights()
     if tok.pad_token is None:
