@@ -27,6 +27,7 @@ def train_reward_model(
     chosen, rejected = _texts(rows, "chosen"), _texts(rows, "rejected")
     if not cfg.train_trunk:
         rm.trunk.requires_grad_(False)
+        rm.embedding_cache = {}  # frozen trunk: later scoring of the same texts reuses these embeddings
         e_c = rm.embed_texts(chosen, max_length=cfg.max_length, progress=progress)
         e_r = rm.embed_texts(rejected, max_length=cfg.max_length, progress=progress)
         params = list(rm.head.parameters())

@@ -52,10 +52,12 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
     rv = tracking.register_model_dir(
         paths.rm, rm_name, run_id=run_id, kind="reward_model", description="vanilla Bradley-Terry reward model"
     )
-    head_dir = paths.rl_run(best) / "final" / "reward_head"
-    if head_dir.exists():  # R2M: the cross-attention + score head, loadable with its trunk and policy
+    head_runs = [r for r in cfg.run_names() if (paths.rl_run(r) / "final" / "reward_head").exists()]
+    if head_runs:  # R2M: the cross-attention + score head of the best R2M-style run, loadable with its trunk + policy
+        head_run, _ = pick_best(paths, head_runs)
+        head_dir = paths.rl_run(head_run) / "final" / "reward_head"
         hv = tracking.register_model_dir(
-            head_dir, f"{prefix}-reward-head", run_id=run_id, kind="reward_head", description=f"{best} R2M reward head"
+            head_dir, f"{prefix}-reward-head", run_id=run_id, kind="reward_head", description=f"{head_run} R2M head"
         )
     out = {
         "best_run": best,
@@ -64,8 +66,8 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
         "reward_model": {"name": rm_name, "version": rv},
         "alias": "candidate",
     }
-    if head_dir.exists():
-        out["reward_head"] = {"name": f"{prefix}-reward-head", "version": hv}
+    if head_runs:
+        out["reward_head"] = {"name": f"{prefix}-reward-head", "version": hv, "run": head_run}
     write_json(paths.metrics / "register.json", out)
     return {"metrics": {"policy_version": pv, "reward_model_version": rv}, "registered": out}
 

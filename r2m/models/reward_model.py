@@ -44,6 +44,8 @@ class RewardModel(nn.Module):
         self.trunk = trunk
         self.tokenizer = tokenizer
         self.hidden_size = int(trunk.config.hidden_size)
+        # text -> RTE, used only while the trunk is frozen (a 135M trunk featurises ~5 texts/s on 2 CPU cores)
+        self.embedding_cache: dict[str, Tensor] | None = None
         self.head = head if head is not None else nn.Linear(self.hidden_size, 1)
         if head is None:
             nn.init.normal_(self.head.weight, std=1.0 / self.hidden_size**0.5)
@@ -88,11 +90,16 @@ class RewardModel(nn.Module):
         from tqdm.auto import tqdm
 
         self.trunk.eval()
-        chunks = []
-        for i in tqdm(range(0, len(texts), batch_size), desc="embed", disable=not progress):
-            enc = self.tokenize(texts[i : i + batch_size], max_length=max_length)
-            chunks.append(self.embed(**enc))
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.hidden_size)
+        cache = self.embedding_cache
+        todo = list(dict.fromkeys(t for t in texts if cache is None or t not in cache))
+        found: dict[str, Tensor] = {}
+        for i in tqdm(range(0, len(todo), batch_size), desc="embed", disable=not progress):
+            chunk = todo[i : i + batch_size]
+            found.update(zip(chunk, self.embed(**self.tokenize(chunk, max_length=max_length)), strict=True))
+        if cache is not None:
+            cache.update(found)
+            found = cache
+        return torch.stack([found[t] for t in texts]) if texts else torch.zeros(0, self.hidden_size)
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 512) -> Tensor:

@@ -30,8 +30,13 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
 
     wd = make_workdir(tmp_path / "wd")
     monkeypatch.chdir(wd)
-    result = pipeline(profile="ci", params=str(wd / "params.yaml"), workdir=str(wd))
-    assert "grpo-vanilla" in result["table"] and "rloo-vanilla" in result["table"]
+    result = pipeline(
+        profile="ci",
+        overrides=["rl.algos=[grpo]", "rl.methods=[vanilla, r2m]"],
+        params=str(wd / "params.yaml"),
+        workdir=str(wd),
+    )
+    assert "grpo-vanilla" in result["table"] and "grpo-r2m" in result["table"]
     for f in ("metrics/summary.json", "metrics/summary.md", "plots/proxy_vs_gold.png", "metrics/register.json"):
         assert (wd / f).exists(), f
     reg = json.loads((wd / "metrics" / "register.json").read_text())
@@ -50,7 +55,7 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
         "sft",
         "reward_model",
         "rl-grpo-vanilla",
-        "rl-rloo-vanilla",
+        "rl-grpo-r2m",
         "evaluate-grpo-vanilla",
         "report",
         "register",
@@ -60,6 +65,12 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     assert [m.step for m in hist] == [1, 2, 3, 4]
     assert tracking.get_version_by_alias("r2m-policy", "candidate") == reg["policy"]["version"]
     assert tracking.get_version_by_alias("r2m-reward-model", "candidate") == reg["reward_model"]["version"]
+    assert reg["reward_head"]["run"] == "grpo-r2m"
+    assert tracking.get_version_by_alias("r2m-reward-head", "candidate") == reg["reward_head"]["version"]
+    from r2m.models.r2m_head import R2MRewardHead
+
+    head = R2MRewardHead.load(tracking.load_registered("r2m-reward-head", "candidate"))
+    assert head.attn is not None and head.config.total_steps == 4
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tracking.load_registered("r2m-policy", "candidate"))

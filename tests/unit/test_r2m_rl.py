@@ -152,3 +152,17 @@ def test_head_save_load_roundtrip(parts, tmp_path):
     assert a == pytest.approx(b, abs=1e-6)
     with pytest.raises(FileNotFoundError, match="not a saved R2M reward head"):
         R2MRewardHead.load(tmp_path / "nothing")
+
+
+def test_embedding_cache_reuses_frozen_trunk_outputs(parts):
+    _, _, _, rm = parts
+    texts = ["a b", "c d", "a b"]
+    plain = rm.embed_texts(texts)
+    rm.embedding_cache = {}
+    try:
+        first = rm.embed_texts(texts)
+        assert set(rm.embedding_cache) == {"a b", "c d"} and torch.allclose(first, plain, atol=1e-6)
+        rm.embedding_cache["a b"] = torch.zeros_like(first[0])  # a cached text is not recomputed
+        assert torch.equal(rm.embed_texts(["a b"])[0], torch.zeros_like(first[0]))
+    finally:
+        rm.embedding_cache = None
