@@ -180,10 +180,14 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     tmp = spec.run_dir / ".final.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    trainer.model.save_pretrained(tmp / "policy", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "policy")
-    if spec.extra_export is not None:
-        spec.extra_export(tmp)
+    last_round = spec.run_dir / f"round_{cfg.rl.rounds}"
+    if (last_round / "round.json").exists():  # steps are a multiple of rounds: the last round IS the final state
+        shutil.copytree(last_round, tmp)
+    else:
+        trainer.model.save_pretrained(tmp / "policy", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "policy")
+        if spec.extra_export is not None:
+            spec.extra_export(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
