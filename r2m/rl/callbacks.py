@@ -44,12 +44,11 @@ class MetricsRecorder(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self._step_time = time.perf_counter() - self._t0
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:  # only the per-step training logs (not the final summary)
             return
+        # timed up to the log, which follows every callback's on_step_end (e.g. the R2M update), so it is included
+        self._step_time = time.perf_counter() - self._t0
         row = {"step": int(state.global_step)}
         for k, v in logs.items():
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
