@@ -142,7 +142,10 @@ def rl(
     spec, reward_fn, tok = build_run(cfg, paths, algo, method)
     status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
     summary = write_outputs(paths, f"{algo}-{method}", status)
-    return {"run_dir": str(spec.run_dir), "metrics": summary, "step_metrics": [load_rows(spec.run_dir)]}
+    per_round = summary.get("rm_test_accuracy_per_round", [])
+    steps_per_round = cfg.rl.steps // cfg.rl.rounds
+    round_rows = [{"step": (k + 1) * steps_per_round, "r2m_rm_test_accuracy": a} for k, a in enumerate(per_round)]
+    return {"run_dir": str(spec.run_dir), "metrics": summary, "step_metrics": [load_rows(spec.run_dir), round_rows]}
 
 
 def run(

@@ -185,3 +185,9 @@ def test_gaussian_like_reproducible_and_detached():
     assert torch.equal(a, b)
     assert not a.requires_grad
     assert (a[1] == 0).all()  # a sample with no real token gives zeros
+
+
+def test_public_import_path():
+    import r2m.models
+
+    assert r2m.models.PolicyFeedbackAttention is PolicyFeedbackAttention
