@@ -298,6 +298,12 @@ def load_config(
         raise ConfigError(f"profile {cfg.profile!r}: no file {pfile} (known profiles: {', '.join(known) or 'none'})")
     pdata = _read_yaml(pfile)
     pdata.pop("profile", None)
+    matrix_keys = sorted(set(pdata.get("rl") or {}) & {"algos", "methods"})
+    if matrix_keys:
+        raise ConfigError(
+            f"{pfile}: rl.{'/rl.'.join(matrix_keys)} cannot be set in a profile: dvc.yaml's matrix reads them from "
+            "params.yaml, so set them there (or with --set for a one-off run)"
+        )
     _merge_into(cfg, pdata, str(pfile))
     if overrides:
         items = [parse_override(o) for o in overrides] if isinstance(overrides, list) else [overrides]

@@ -102,10 +102,11 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
 
 
 def test_report_after_runs(tiny_pipeline, ci_cfg):
-    for algo in ("grpo", "rloo"):
-        if not (tiny_pipeline / "metrics" / "eval" / f"{algo}-vanilla.json").exists():
+    runs = ci_cfg.run_names()  # params.yaml's matrix: grpo-vanilla, grpo-r2m
+    for run in runs:
+        if not (tiny_pipeline / "metrics" / "eval" / f"{run}.json").exists():
             pytest.skip("needs test_rl_then_evaluate first")
     out = report.run(ci_cfg, tiny_pipeline, mlflow=False)
     for name in ("proxy_vs_gold", "gold_vs_kl", "length"):
         assert (tiny_pipeline / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "grpo-vanilla" in out["table"] and "rloo-vanilla" in out["table"]
+    assert all(run in out["table"] for run in runs)

@@ -53,6 +53,13 @@ def test_bad_file_names_the_file(tmp_path):
         load_config(p)
 
 
+def test_profile_may_not_set_the_dvc_matrix(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text("rl:\n  methods: [r2m]\n")
+    with pytest.raises(ConfigError, match=r"tiny.yaml: rl.methods cannot be set in a profile"):
+        load_config(tmp_path / "params.yaml")
+
+
 def test_fingerprint_changes_with_section():
     a, b = Config(), Config()
     b.rl.lr = 1.0
