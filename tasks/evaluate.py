@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
-from r2m.evaluation.accuracy import reward_accuracy_report
+from r2m.evaluation.accuracy import pair_accuracy
 from r2m.evaluation.text_stats import batch_stats
 from r2m.evaluation.winrate import win_rate_report
 from r2m.generation import generate
@@ -27,7 +27,7 @@ from r2m.models.r2m_head import R2MRewardHead
 from r2m.models.reward_model import RewardModel
 from r2m.prompts import render_prompts
 from r2m.rl.policy_pass import PolicyMonitor
-from r2m.rl.r2m import score_with_feedback
+from r2m.rl.r2m import feedback_scorer
 from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
 from tasks.sft import SFT_GENERATIONS
 
@@ -83,17 +83,7 @@ def run_reward(cfg: Config, paths: Paths, final: Path, policy, tok) -> Callable[
     head = R2MRewardHead.load(final / "reward_head")
     monitor = PolicyMonitor(tok, policy, keep_feedback=True)
     monitor.attach(policy)
-    return lambda ps, rs: score_with_feedback(
-        rm, head, monitor, ps, render_prompts(tok, ps, cfg.policy), rs, max_length=ml
-    )
-
-
-def pair_accuracy(score, pairs: list[dict]) -> dict:
-    """Strict accuracy + calibration of ``score`` on (prompt, chosen, rejected) pairs."""
-    prompts = [r["prompt"] for r in pairs]
-    return reward_accuracy_report(
-        score(prompts, [r["chosen"] for r in pairs]), score(prompts, [r["rejected"] for r in pairs])
-    )
+    return feedback_scorer(rm, head, monitor, lambda ps: render_prompts(tok, ps, cfg.policy), max_length=ml)
 
 
 def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla") -> dict:

@@ -14,11 +14,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json
-from r2m.evaluation.accuracy import reward_accuracy_report
+from r2m.evaluation.accuracy import pair_accuracy
 from r2m.models.reward_model import RewardModel
-from r2m.prompts import render_prompt
+from r2m.prompts import render_prompt, render_prompts
 from r2m.rl.policy_pass import PolicyMonitor
-from r2m.rl.r2m import VARIANTS, R2MScorer, R2MUpdater, build_head, score_with_feedback
+from r2m.rl.r2m import VARIANTS, R2MScorer, R2MUpdater, build_head, feedback_scorer
 from r2m.rl.reward import RewardFunction, VanillaScorer
 from r2m.rl.runner import SUMMARY_KEYS, RunSpec, load_rows, summarise, train_rounds
 from r2m.rm_train import train_reward_model
@@ -57,13 +57,9 @@ def gold_labelled_pairs(posts: list, seed: int) -> list[dict]:
 
 def round_accuracy(rm, head, monitor, cfg: Config, pairs: list[dict], tok) -> dict:
     """RM-test accuracy of the R2M reward with the current policy's feedback at t = T (strict)."""
-    pairs = pairs[: cfg.r2m.round_eval_pairs]
-    rm_p = [r["prompt"] for r in pairs]
-    pol_p = [render_prompt(tok, p, cfg.policy) for p in rm_p]
-    kw = dict(max_length=cfg.reward_model.max_length)
-    c = score_with_feedback(rm, head, monitor, rm_p, pol_p, [r["chosen"] for r in pairs], **kw)
-    r = score_with_feedback(rm, head, monitor, rm_p, pol_p, [r["rejected"] for r in pairs], **kw)
-    return reward_accuracy_report(c, r)
+    render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
+    score = feedback_scorer(rm, head, monitor, render, max_length=cfg.reward_model.max_length)
+    return pair_accuracy(score, pairs[: cfg.r2m.round_eval_pairs])
 
 
 def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monitor: PolicyMonitor, tok):

@@ -59,3 +59,12 @@ def reward_accuracy_report(
         "mean_margin": float(margin.mean()),
         "ties": int(np.sum(margin == 0)),
     }
+
+
+def pair_accuracy(score, pairs) -> dict:
+    """:func:`reward_accuracy_report` of ``score(prompts, responses) -> rewards`` on rows with "prompt", "chosen" and
+    "rejected" (any reward model: vanilla, R2M with policy feedback, ...)."""
+    prompts = [r["prompt"] for r in pairs]
+    return reward_accuracy_report(
+        score(prompts, [r["chosen"] for r in pairs]), score(prompts, [r["rejected"] for r in pairs])
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,20 @@ class MetricsRecorder(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def fresh_dir(path: Path) -> Path:
+    """``path`` emptied (removed if present): the staging dir of :func:`publish_dir`."""
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by the fully written ``tmp``: a crash mid-export never leaves a half-written ``out``."""
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
 class RoundExporter(TrainerCallback):
     """At each round boundary (a checkpoint save), export the policy to ``run_dir/round_<k>/policy`` and call
     ``extra_export(round_dir)`` (R2M saves its reward head there)."""
@@ -76,21 +91,13 @@ class RoundExporter(TrainerCallback):
     def on_save(self, args, state, control, model=None, **kwargs):
         k = state.global_step // self.steps_per_round
         out = self.run_dir / f"round_{k}"
-        tmp = self.run_dir / f".round_{k}.tmp"
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
+        tmp = fresh_dir(self.run_dir / f".round_{k}.tmp")
         model.save_pretrained(tmp / "policy", safe_serialization=True)
         self.tokenizer.save_pretrained(tmp / "policy")
         if self.extra_export is not None:
             self.extra_export(tmp)
         (tmp / "round.json").write_text(json.dumps({"round": k, "step": state.global_step}))
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish_dir(tmp, out)
 
 
 class ProgressBar(TrainerCallback):

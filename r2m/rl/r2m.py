@@ -158,6 +158,12 @@ class R2MUpdater(TrainerCallback):
         load_state(self.scorer.head, self.optimizer, checkpoint)
 
 
+def feedback_scorer(rm: RewardModel, head: R2MRewardHead, monitor: PolicyMonitor, render, max_length: int = 512):
+    """``score(plain_prompts, responses)`` with the R2M head and ``monitor``'s policy as feedback at t = T;
+    ``render(prompts)`` turns task prompts into what the policy sees."""
+    return lambda ps, rs: score_with_feedback(rm, head, monitor, ps, render(ps), rs, max_length=max_length)
+
+
 @torch.no_grad()
 def score_with_feedback(
     rm: RewardModel,

@@ -25,7 +25,7 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 
 from r2m.config import Config
-from r2m.rl.callbacks import MetricsRecorder, ProgressBar, RoundExporter, read_rows
+from r2m.rl.callbacks import MetricsRecorder, ProgressBar, RoundExporter, fresh_dir, publish_dir, read_rows
 from r2m.rl.reward import RewardFunction
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,7 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     trainer.remove_callback(PrinterCallback)  # raw log dicts every step; ProgressBar + metrics.jsonl replace them
     reward_fn.monitor.attach(trainer.model)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
-    final = spec.run_dir / "final"
-    tmp = spec.run_dir / ".final.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = fresh_dir(spec.run_dir / ".final.tmp")
     last_round = spec.run_dir / f"round_{cfg.rl.rounds}"
     if (last_round / "round.json").exists():  # steps are a multiple of rounds: the last round IS the final state
         shutil.copytree(last_round, tmp)
@@ -188,9 +185,7 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
         tokenizer.save_pretrained(tmp / "policy")
         if spec.extra_export is not None:
             spec.extra_export(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    publish_dir(tmp, spec.run_dir / "final")
     return {"resumed_from": start, "skipped": False}
 
 

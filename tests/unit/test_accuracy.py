@@ -48,3 +48,14 @@ def test_bad_input() -> None:
         pairwise_accuracy([], [])
     with pytest.raises(ValueError):
         expected_calibration_error([float("nan")], [0.0])
+
+
+def test_pair_accuracy_with_any_scorer():
+    from r2m.evaluation.accuracy import pair_accuracy
+
+    pairs = [
+        {"prompt": "p", "chosen": "long answer", "rejected": "x"},
+        {"prompt": "q", "chosen": "a", "rejected": "bb"},
+    ]
+    rep = pair_accuracy(lambda ps, rs: [float(len(r)) for r in rs], pairs)  # "longer is better" scorer
+    assert rep["n"] == 2 and rep["accuracy"] == 0.5
