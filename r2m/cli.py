@@ -1,4 +1,5 @@
-"""``r2m``: run the pipeline (Prefect), one stage (as DVC does), schedule it, or promote a registered model."""
+"""``r2m``: run the pipeline (Prefect), one stage (as DVC does), schedule it, judge and evaluate its outputs, or
+promote a registered model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from r2m.env import set_offline_env
 
 set_offline_env()
 
-STAGES = ("prepare", "sft", "reward_model", "rl", "evaluate", "report", "register")
+STAGES = ("prepare", "sft", "reward_model", "rl", "evaluate", "hidden_states", "report", "register")
 
 
 @click.group()
@@ -101,3 +102,68 @@ def promote(which, metric, min_value, profile, params, overrides, workdir) -> No
     res = tracking.promote(f"{cfg.mlflow.registry_prefix}-{which}", metric=metric, min_value=min_value)
     click.echo(json.dumps(res, indent=2))
     sys.exit(0 if res["promoted"] else 1)
+
+
+def _judge_options(f):
+    f = click.option("--no-mlflow", is_flag=True, help="do not log to MLflow")(f)
+    f = click.option(
+        "--max-items", type=int, default=None, help="judge only the first N eval prompts (judge.max_items)"
+    )(f)
+    f = click.option("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")(f)
+    f = click.option("--model", default=None, help="model name at the endpoint (openai) or local model (local)")(f)
+    f = click.option("--template", default=None, help="tldr | alpaca_eval | path to a template file")(f)
+    f = click.option("--judge", "kind", type=click.Choice(["gold", "openai", "local"]), default=None)(f)
+    return f
+
+
+def _judge_config(profile, params, overrides, kind, template, model, base_url, max_items):
+    from r2m.config import load_config
+
+    ov = list(overrides)
+    if kind:
+        ov.append(f"judge.kind={kind}")
+    if template:
+        ov.append(f"judge.template={template}")
+    if model:
+        key = "judge.local_model" if (kind or "") == "local" else "judge.model"
+        ov.append(f"{key}={model}")
+    if base_url:
+        ov.append(f"judge.base_url={base_url}")
+    if max_items is not None:
+        ov.append(f"judge.max_items={max_items}")
+    return load_config(params, profile=profile, overrides=ov)
+
+
+@main.command()
+@click.option(
+    "--a", "a", required=True, help="model under test: reference | sft | <algo>-<method>[@round_<k>] | .jsonl"
+)
+@click.option("--b", "b", required=True, help="baseline, same forms as --a")
+@_judge_options
+@_common
+def judge(a, b, kind, template, model, base_url, max_items, no_mlflow, profile, params, overrides, workdir) -> None:
+    """Judge A against B on the eval prompts (both orders) and print the win-rate report.
+
+    The API key of an OpenAI-compatible judge is read from the environment variable named by judge.api_key_env
+    (default OPENAI_API_KEY); it is never logged or stored.
+    """
+    from tasks.judging import judge_command
+
+    cfg = _judge_config(profile, params, overrides, kind, template, model, base_url, max_items)
+    result = judge_command(cfg, workdir, a, b, mlflow=not no_mlflow)
+    click.echo(result["markdown"])
+    click.echo(f"written: {', '.join(str(f) for f in result['files'])}")
+
+
+@main.command()
+@_judge_options
+@_common
+def evaluate(kind, template, model, base_url, max_items, no_mlflow, profile, params, overrides, workdir) -> None:
+    """Evaluation report of a finished pipeline run with the chosen judge: win rates (vs references, vs SFT, each
+    method vs vanilla RL), RM accuracy on held-out and judge-labelled policy pairs, over-optimisation numbers."""
+    from tasks.judging import evaluate_command
+
+    cfg = _judge_config(profile, params, overrides, kind, template, model, base_url, max_items)
+    result = evaluate_command(cfg, workdir, mlflow=not no_mlflow)
+    click.echo(result["markdown"])
+    click.echo(f"written: {', '.join(str(f) for f in result['files'][:2])} (+ verdict files)")

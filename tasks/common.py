@@ -176,3 +176,10 @@ def load_gold(paths: Paths):
         return [judge.score(posts[i], c) for i, c in zip(post_ids, completions, strict=True)]
 
     return posts, gold_fn
+
+
+def gold_judge(posts, gold_fn):
+    """The embedded task's gold scorer as a pairwise judge (``posts``, ``gold_fn`` from :func:`load_gold`)."""
+    from r2m.judges.gold import GoldPairwiseJudge
+
+    return GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)

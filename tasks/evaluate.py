@@ -22,13 +22,12 @@ from r2m.evaluation.text_stats import batch_stats
 from r2m.evaluation.winrate import win_rate_report
 from r2m.generation import generate
 from r2m.judges.base import Judge, PairwiseItem
-from r2m.judges.gold import GoldPairwiseJudge
 from r2m.models.r2m_head import R2MRewardHead
 from r2m.models.reward_model import RewardModel
 from r2m.prompts import render_prompts
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import feedback_scorer
-from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
+from tasks.common import Paths, gold_judge, load_gold, run_stage, set_threads, stage_main
 from tasks.sft import SFT_GENERATIONS
 
 
@@ -44,8 +43,9 @@ def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str]
     )
 
 
-def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dict]:
-    """Two sampled completions per prompt, labelled by the gold judge (pairs with equal gold are dropped)."""
+def policy_pairs(model, tok, rows: list[dict], judge: Judge, cfg: Config, progress: bool = False) -> list[dict]:
+    """Two sampled completions per prompt (first ``evaluate.n_policy_pairs`` prompts), labelled by ``judge`` in both
+    orders; ties and invalid verdicts are dropped (strict: only pairs the judge separates are kept)."""
     rows = rows[: cfg.evaluate.n_policy_pairs]
     prompts = render_prompts(tok, [r["prompt"] for r in rows], cfg.policy)
     a, b = (
@@ -60,12 +60,14 @@ def policy_pairs(model, tok, rows: list[dict], gold_fn, cfg: Config) -> list[dic
         )
         for k in (1, 2)
     )
-    ids = [r["post_id"] for r in rows]
-    ga, gb = gold_fn(ids, a), gold_fn(ids, b)
+    items = [
+        PairwiseItem(f"{r['id']}:policy-pair", r["prompt"], x, y, {"post_id": r["post_id"]})
+        for r, x, y in zip(rows, a, b, strict=True)
+    ]
     out = []
-    for r, x, y, sx, sy in zip(rows, a, b, ga, gb, strict=True):
-        if sx != sy:
-            chosen, rejected = (x, y) if sx > sy else (y, x)
+    for r, x, y, v in zip(rows, a, b, judge.judge(items, progress=progress), strict=True):
+        if v.preferred in ("A", "B"):
+            chosen, rejected = (x, y) if v.preferred == "A" else (y, x)
             out.append({"id": r["id"], "prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
     return out
 
@@ -114,13 +116,13 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     proxy = score([r["prompt"] for r in rows], gens)
     metrics["policy_proxy_mean"] = sum(proxy) / len(proxy)
     if gold_fn is not None:
-        judge = GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)
+        judge = gold_judge(posts, gold_fn)
         refs = [" " + r["reference"] for r in rows]
         metrics["vs_reference"] = win_rates(judge, rows, gens, refs, "ref")
         metrics["vs_sft"] = win_rates(judge, rows, gens, [sft_gens[r["id"]] for r in rows], "sft")
         gold = gold_fn([r["post_id"] for r in rows], gens)
         metrics["policy_gold_mean"] = sum(gold) / len(gold)
-        pairs = policy_pairs(model, tok, rows, gold_fn, cfg)
+        pairs = policy_pairs(model, tok, rows, judge, cfg)
         if pairs:
             metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
     out = paths.metrics / "eval"
