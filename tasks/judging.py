@@ -25,6 +25,7 @@ from typing import Any
 from r2m.config import Config, ConfigError
 from r2m.data.io import read_json, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
+from r2m.evaluation.agreement import judge_agreement
 from r2m.evaluation.winrate import win_rate_report
 from r2m.judges.base import Judge, PairwiseItem, Verdict
 from tasks.common import Paths, gold_judge, load_gold, set_threads, tracked
@@ -52,6 +53,14 @@ def build_judge(cfg: Config, paths: Paths) -> Judge:
     from r2m.judges.local import LocalChatJudge
 
     return LocalChatJudge.from_config(cfg.judge, paths.root)
+
+
+def reference_judge(cfg: Config, paths: Paths) -> Judge | None:
+    """The gold judge to measure an LLM judge against (``None`` for the gold judge itself or without a gold task)."""
+    if cfg.judge.kind == "gold":
+        return None
+    posts, gold_fn = load_gold(paths)
+    return None if gold_fn is None else gold_judge(posts, gold_fn)
 
 
 def judge_label(cfg: Config) -> str:
@@ -132,11 +141,19 @@ def generations(cfg: Config, paths: Paths, source: str, rows: list[dict]) -> lis
 
 
 def compare(
-    judge: Judge, rows: list[dict], a: list[str], b: list[str], tag: str, progress: bool = True
+    judge: Judge,
+    rows: list[dict],
+    a: list[str],
+    b: list[str],
+    tag: str,
+    progress: bool = True,
+    reference_judge: Judge | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Judge ``a`` (model under test) against ``b`` on the same prompts, both orders.
 
     Returns the win-rate report (with LC win rate on word counts) and one record per prompt for the verdict file.
+    With a ``reference_judge`` (the gold judge, when the task has one and ``judge`` is an LLM) the report also
+    holds ``gold_agreement``: how often ``judge`` agrees with it on these very items.
     """
     items = [
         PairwiseItem(f"{r['id']}:{tag}", r["prompt"], x, y, {"post_id": r.get("post_id", r["id"])})
@@ -146,6 +163,10 @@ def compare(
     report = win_rate_report(
         verdicts, lengths_a=[len(x.split()) for x in a], lengths_b=[len(y.split()) for y in b], seed=0
     )
+    gold: list[Verdict | None] = [None] * len(items)
+    if reference_judge is not None:
+        gold = reference_judge.judge(items, both_orders=True)
+        report["gold_agreement"] = judge_agreement(verdicts, gold)
     records = [
         {
             "id": it.id,
@@ -156,8 +177,9 @@ def compare(
             "consistent": v.consistent,
             "reason": v.reason,
             "raw": v.raw,
+            **({"gold": g.preferred} if g is not None else {}),
         }
-        for it, v in zip(items, verdicts, strict=True)
+        for it, v, g in zip(items, verdicts, gold, strict=True)
     ]
     return report, records
 
@@ -178,8 +200,15 @@ def _fmt(value: Any, spec: str = "{:.2f}") -> str:
 
 WIN_HEADER = (
     "| A | B | n | wins / ties / losses / invalid | win rate | win rate (ties 1/2) [95% CI] | LC win rate "
-    "| position consistency |\n|---|---|---|---|---|---|---|---|\n"
+    "| position consistency | agreement with gold |\n|---|---|---|---|---|---|---|---|---|\n"
 )
+
+
+def _agreement(rep: dict) -> str:
+    g = rep.get("gold_agreement")
+    if not g or g["agreement"] is None:
+        return "-"
+    return f"{g['agreement']:.2f} ({g['n_compared']})"
 
 
 def win_row(a: str, b: str, rep: dict) -> str:
@@ -187,7 +216,7 @@ def win_row(a: str, b: str, rep: dict) -> str:
     counts = f"{rep['wins']} / {rep['ties']} / {rep['losses']} / {rep['invalid']}"
     return (
         f"| {a} | {b} | {rep['n']} | {counts} | {_fmt(rep['win_rate'])} | {_rate(rep)} | "
-        f"{_fmt(rep.get('lc_win_rate'))} | {_fmt(rep['position_consistency'])} |\n"
+        f"{_fmt(rep.get('lc_win_rate'))} | {_fmt(rep['position_consistency'])} | {_agreement(rep)} |\n"
     )
 
 
@@ -221,7 +250,8 @@ def judge_command(
     ga, gb = generations(cfg, paths, a, rows), generations(cfg, paths, b, rows)
     judge = build_judge(cfg, paths)
     t0 = time.perf_counter()
-    report, records = compare(judge, rows, ga, gb, f"{_slug(a)}-vs-{_slug(b)}", progress=progress)
+    ref = reference_judge(cfg, paths)
+    report, records = compare(judge, rows, ga, gb, f"{_slug(a)}-vs-{_slug(b)}", progress=progress, reference_judge=ref)
     out = paths.root / "reports" / judge_label(cfg)
     stem = f"{_slug(a)}_vs_{_slug(b)}"
     verdict_file = out / f"{stem}_verdicts.jsonl"
@@ -285,6 +315,7 @@ def evaluate_command(cfg: Config, workdir: str | Path, mlflow: bool = True, prog
     rows = eval_rows(cfg, paths)
     runs, pairs = _comparisons(cfg, paths)
     judge = build_judge(cfg, paths)
+    ref = reference_judge(cfg, paths)
     label = judge_label(cfg)
     out = paths.root / "reports" / label
     t0 = time.perf_counter()
@@ -298,7 +329,7 @@ def evaluate_command(cfg: Config, workdir: str | Path, mlflow: bool = True, prog
     win: list[dict] = []
     files: list[Path] = []
     for a, b in pairs:
-        rep, records = compare(judge, rows, gens(a), gens(b), f"{a}-vs-{b}", progress=progress)
+        rep, records = compare(judge, rows, gens(a), gens(b), f"{a}-vs-{b}", progress=progress, reference_judge=ref)
         win.append({"a": a, "b": b, **rep})
         files.append(out / f"{a}_vs_{b}_verdicts.jsonl")
         write_jsonl(files[-1], records)
