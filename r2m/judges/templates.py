@@ -28,7 +28,12 @@ _SECTION_LINE = re.compile(r"^\[(system|user|answer)\]\s*$")
 _DECOR = " \t*_`\"'<>()[]{}"
 _LABEL_PREFIX = re.compile(r"^(?:summary|response|output|model|answer|option)\s+", re.IGNORECASE)
 _CHOICE = re.compile(r"^([AB])(?=$|[\s.,;:!?)\]\"'*-])", re.IGNORECASE)
-_BOTH = re.compile(r"^[AB]\s*(?:or|/|and|,|&)\s*[\"'*<(]*[AB]\b", re.IGNORECASE)
+# "A or B", '"A" or "B"' (the format line echoed), "Summary A or Summary B": names both, so no verdict.
+_BOTH = re.compile(
+    r"^[AB][\s\"'*_>)\]]*(?:or|/|and|,|&)\s*[\"'*_<(\[]*(?:(?:summary|response|output|model|answer|option)\s+)?[AB]\b",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 
 class TemplateError(ValueError):
@@ -52,9 +57,9 @@ class JudgeTemplate:
 
     def messages(self, item: PairwiseItem) -> list[dict[str, str]]:
         """OpenAI-format chat messages for ``item`` as presented (A first)."""
-        user = self.user
-        for key, value in zip(PLACEHOLDERS, (item.prompt, item.response_a, item.response_b), strict=True):
-            user = user.replace(key, value.strip())
+        values = dict(zip(PLACEHOLDERS, (item.prompt, item.response_a, item.response_b), strict=True))
+        # One pass over the template: a placeholder-like text inside a response is never substituted again.
+        user = _PLACEHOLDER.sub(lambda m: values[m.group(0)].strip(), self.user)
         out = [{"role": "system", "content": self.system}] if self.system else []
         out.append({"role": "user", "content": user})
         return out
