@@ -74,3 +74,52 @@ def test_judge_rejects_bad_sources(tiny_pipeline, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no generations for 'rloo-r2m'"):
         cli(wd, "judge", "--a", "rloo-r2m", "--b", "reference", "--judge", "gold", "--no-mlflow")
     assert not (wd / "reports" / "gold" / "bad_vs_reference.json").exists()
+
+
+def _prefer_shorter(body: dict) -> tuple[int, str]:
+    """A judge that prefers the shorter summary (parsed from the rendered TL;DR prompt)."""
+    user = body["messages"][-1]["content"]
+    a = user.split("Summary A:\n", 1)[1].split("\n\nSummary B:", 1)[0]
+    b = user.split("Summary B:\n", 1)[1].split("\n\nFIRST", 1)[0]
+    return 200, f"Comparison: the shorter one is more concise.\nPreferred: {'A' if len(a) <= len(b) else 'B'}"
+
+
+def test_judge_openai_cli_tracks_in_mlflow_caches_and_never_leaks_the_key(tiny_pipeline, tmp_path, monkeypatch):
+    from tests.helpers.fake_openai import fake_openai_server
+
+    secret = "sk-test-SECRET-0123456789abcdef"
+    monkeypatch.setenv("R2M_TEST_JUDGE_KEY", secret)
+    wd = judge_workdir(tiny_pipeline, tmp_path)
+    with fake_openai_server(_prefer_shorter) as server:
+        args = ["judge", "--a", "sft", "--b", "reference", "--judge", "openai", "--model", "judge-model"]
+        args += ["--base-url", server.base_url, "--set", "judge.api_key_env=R2M_TEST_JUDGE_KEY"]
+        args += ["--set", "judge.usd_per_1m_prompt_tokens=2.5", "--max-items", "6"]
+        first = cli(wd, *args)
+        assert first.exit_code == 0, first.output
+        assert len(server.requests) == 12  # 6 prompts x both orders
+        assert {r.headers["authorization"] for r in server.requests} == {f"Bearer {secret}"}
+        bodies = [r.json for r in server.requests]
+        assert all(b["model"] == "judge-model" for b in bodies)
+        assert sum("Summary A:" in b["messages"][-1]["content"] for b in bodies) == 12
+        second = cli(wd, *args)  # a rerun is served from the verdict cache: no request, same result
+        assert second.exit_code == 0 and len(server.requests) == 12
+    out = json.loads((wd / "reports" / "openai-judge-model" / "sft_vs_reference.json").read_text())
+    rows = read_jsonl(wd / "data" / "eval_prompts.jsonl")[:6]
+    sft = {g["id"]: g["completion"] for g in read_jsonl(wd / "models" / "sft" / "eval_generations.jsonl")}
+    shorter = sum(len(sft[r["id"]].strip()) < len(r["reference"]) for r in rows)
+    assert out["report"]["wins"] == shorter and out["report"]["invalid"] == 0
+    assert out["usage"]["cache_hits"] == 12 and out["usage"]["requests"] == 0
+    assert "gold_agreement" in out["report"]  # an LLM judge is checked against gold on the same items
+    for text in (first.output, second.output):
+        assert secret not in text
+    leaked = [p for p in wd.rglob("*") if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
+    assert not leaked, leaked  # mlflow.db, mlartifacts/, reports/, judge_cache.sqlite
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{wd / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["r2m"], output_format="list")
+    run = next(r for r in runs if r.info.run_name == "judge-sft_vs_reference")
+    assert run.data.params["judge.model"] == "judge-model"
+    assert run.data.params["judge.template"] == "tldr"
+    assert run.data.metrics["wins"] == shorter
+    assert secret not in json.dumps(run.data.params) + json.dumps(run.data.tags)
