@@ -110,3 +110,32 @@ def test_report_after_runs(tiny_pipeline, ci_cfg):
     for name in ("proxy_vs_gold", "gold_vs_kl", "length"):
         assert (tiny_pipeline / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert all(run in out["table"] for run in runs)
+
+
+def test_evaluate_command_after_runs(tiny_pipeline, ci_cfg):
+    from tasks.judging import evaluate_command
+
+    runs = ci_cfg.run_names()
+    for run in runs:
+        if not (tiny_pipeline / "metrics" / "eval" / f"{run}_generations.jsonl").exists():
+            pytest.skip("needs test_rl_then_evaluate first")
+    out = evaluate_command(ci_cfg, tiny_pipeline, mlflow=False, progress=False)
+    pairs = [(w["a"], w["b"]) for w in out["win_rates"]]
+    assert pairs == [
+        ("grpo-vanilla", "reference"),
+        ("grpo-vanilla", "sft"),
+        ("grpo-r2m", "reference"),
+        ("grpo-r2m", "sft"),
+        ("grpo-r2m", "grpo-vanilla"),  # each method head-to-head against vanilla RL
+    ]
+    assert all(w["n"] == 12 and w["invalid"] == 0 for w in out["win_rates"])
+    ev = json.loads((tiny_pipeline / "metrics" / "eval" / "grpo-r2m.json").read_text())
+    r2m_vs_ref = out["win_rates"][2]
+    assert r2m_vs_ref["wins"] == ev["vs_reference"]["wins"]  # same gold judge, same generations as the stage
+    for run in runs:
+        assert out["reward_accuracy"][run]["rm_test"] == ev["rm_test"] if run == "grpo-r2m" else True
+        pp = out["reward_accuracy"][run]["policy_pairs"]
+        assert pp is None or 0.0 <= pp["accuracy"] <= 1.0
+        assert "gold_score_final" in out["over_optimisation"][run]
+    report = (tiny_pipeline / "reports" / "gold" / "report.md").read_text()
+    assert "| grpo-r2m | grpo-vanilla | 12 |" in report
