@@ -15,12 +15,13 @@ batches. Two answer modes (``judge.local_answer``):
 Replies are cached under ``cache_key("local:<model_id>", messages, {"answer", "max_new_tokens"})``: a cache hit
 never touches the model, and the verdict is re-derived from the cached text on every read. Forced mode also stores
 its step-1 generation under the generate-mode key and reuses one found there (the two modes share the greedy reply,
-so judging in both modes generates once). The key names the model only by ``model_id``: give a retrained local
-directory a new id (or a new cache file).
+so judging in both modes generates once). For a local directory the ``model_id`` carries a fingerprint of its
+weight files, so retrained weights never reuse old replies.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import re
 import time
@@ -373,9 +374,17 @@ def load_local_model(source: str, workdir: str | Path = ".") -> tuple[Any, Any, 
     path = Path(workdir) / source
     if path.is_dir():
         model, tokenizer = load_causal_lm(path)
-    else:
-        model, tokenizer = load_pretrained(source)
+        return model, tokenizer, f"{source}@{weights_fingerprint(path)}"
+    model, tokenizer = load_pretrained(source)
     return model, tokenizer, source
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """Short hash of a local model directory's config and weight files (name, size, mtime): part of the cache key,
+    so retraining a local judge model into the same directory never serves replies of the old weights."""
+    files = sorted(p for p in model_dir.iterdir() if p.suffix in (".json", ".safetensors", ".bin", ".gguf"))
+    desc = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha256("\n".join(desc).encode()).hexdigest()[:12]
 
 
 def _load_template(name: str, workdir: str | Path) -> JudgeTemplate:

@@ -253,3 +253,17 @@ def test_from_config_loads_a_local_directory(tok, tmp_path) -> None:
     assert [v.preferred in ("A", "B", "tie") for v in judge.judge(ITEMS[:1])] == [True]
     with pytest.raises(ValueError, match="temperature"):
         LocalChatJudge.from_config(JudgeConfig(kind="local", local_model="judge_lm", temperature=0.7), tmp_path)
+
+
+def test_weights_fingerprint_changes_when_the_weights_change(tmp_path):
+    import os
+
+    from r2m.judges.local import weights_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    first = weights_fingerprint(tmp_path)
+    assert weights_fingerprint(tmp_path) == first
+    (tmp_path / "model.safetensors").write_bytes(b"y" * 11)  # retrained into the same directory
+    os.utime(tmp_path / "model.safetensors", ns=(1, 1))
+    assert weights_fingerprint(tmp_path) != first
