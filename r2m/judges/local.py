@@ -11,6 +11,10 @@ batches. Two answer modes (``judge.local_answer``):
   line, ``"\\n<answer_key>:"`` is appended, and the next-token log-probabilities of ``" A"`` and ``" B"`` are
   compared: ``preferred`` is the likelier one, ``score_a``/``score_b`` are P(A), P(B) renormalised over the two,
   and ``reason``/``raw`` say that the answer was forced.
+- ``direct``: no reply is generated; ``"<answer_key>:"`` follows the rendered prompt at once and the verdict is
+  P(A) vs P(B) of the next token, as in forced mode (one forward pass per item: fast, and free of a small model's
+  degenerate replies steering its own answer). Position bias is cancelled by judging both orders (a judge that
+  always says "A" yields ties).
 
 Replies are cached under ``cache_key("local:<model_id>", messages, {"answer", "max_new_tokens"})``: a cache hit
 never touches the model, and the verdict is re-derived from the cached text on every read. Forced mode also stores
@@ -39,7 +43,7 @@ from r2m.judges.base import Judge, PairwiseItem, Preference, Verdict
 from r2m.judges.cache import ReplyCache, cache_key
 from r2m.judges.templates import BUILTIN_TEMPLATES, JudgeTemplate, load_template
 
-ANSWER_MODES = ("generate", "forced")
+ANSWER_MODES = ("generate", "forced", "direct")
 GENERATION_FIELDS = ("text", "truncated", "prompt_tokens", "completion_tokens")  # a generate-mode cache record
 USAGE_COUNTS = (
     "generated",  # prompts the model generated a reply for
@@ -142,7 +146,7 @@ class LocalChatJudge(Judge):
         self.model_id, self.answer = model_id, answer
         self.max_new_tokens, self.batch_size, self.cache = max_new_tokens, batch_size, cache
         self.eos_ids = _eos_ids(model, tokenizer)
-        self.choices = choice_token_ids(tokenizer, template.answer_key) if answer == "forced" else None
+        self.choices = choice_token_ids(tokenizer, template.answer_key) if answer != "generate" else None
         self._usage = dict.fromkeys(USAGE_COUNTS, 0)
         self._seconds = 0.0
 
@@ -182,6 +186,8 @@ class LocalChatJudge(Judge):
         # forced mode's step 1 is generate mode's reply: reuse one cached by either mode
         known = {i: self._cached(messages[i], "generate") for i in todo} if self.answer == "forced" else {}
         self._usage["generations_reused"] += sum(r is not None for r in known.values())
+        if self.answer == "direct":  # no reply is generated: the verdict token follows the prompt at once
+            known = {i: {"text": "", "truncated": False, "prompt_tokens": 0, "completion_tokens": 0} for i in todo}
         prompts = {i: self.render(messages[i]) for i in todo}
         todo.sort(key=lambda i: -len(prompts[i]))
         batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
@@ -248,7 +254,7 @@ class LocalChatJudge(Judge):
             if missing:
                 for j, record in zip(missing, self._generate([prompts[j] for j in missing]), strict=True):
                     records[j] = record
-            if self.answer == "forced":
+            if self.answer != "generate":
                 self._add_forced(prompts, records)
         self._seconds += time.perf_counter() - start
         self._usage["generated"] += len(missing)
@@ -339,8 +345,10 @@ class LocalChatJudge(Judge):
             return Verdict(item_id=item.id, preferred=preferred, reason=reason, raw=text)
         if record.get("truncated"):
             reason = f"truncated at max_new_tokens={self.max_new_tokens} without EOS; {reason}"
-        if self.answer != "forced":
+        if self.answer == "generate":
             return Verdict(item_id=item.id, preferred="invalid", reason=reason, raw=text)
+        if self.answer == "direct":
+            reason = "direct answer: no reply generated"
         return self._forced_verdict(item, record, reason)
 
     def _forced_verdict(self, item: PairwiseItem, record: Mapping[str, Any], reason: str) -> Verdict:
@@ -356,7 +364,7 @@ class LocalChatJudge(Judge):
         return Verdict(
             item_id=item.id,
             preferred=forced,
-            reason=f"{note}; generated reply {reason}",
+            reason=f"{note}; {reason}" if self.answer == "direct" else f"{note}; generated reply {reason}",
             raw=f"{record['text']}\n[{note}]",
             score_a=p_a,
             score_b=p_b,

@@ -248,7 +248,7 @@ def test_from_config_loads_a_local_directory(tok, tmp_path) -> None:
     tok.save_pretrained(tmp_path / "judge_lm")
     jc = JudgeConfig(kind="local", local_model="judge_lm", local_answer="forced", local_batch_size=2, max_tokens=5)
     judge = LocalChatJudge.from_config(jc, workdir=tmp_path)
-    assert judge.describe()["model_id"] == "judge_lm" and judge.describe()["batch_size"] == 2
+    assert judge.describe()["model_id"].startswith("judge_lm@") and judge.describe()["batch_size"] == 2
     assert judge.cache is not None and judge.cache.path == tmp_path / "judge_cache.sqlite"
     assert [v.preferred in ("A", "B", "tie") for v in judge.judge(ITEMS[:1])] == [True]
     with pytest.raises(ValueError, match="temperature"):
@@ -267,3 +267,16 @@ def test_weights_fingerprint_changes_when_the_weights_change(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"y" * 11)  # retrained into the same directory
     os.utime(tmp_path / "model.safetensors", ns=(1, 1))
     assert weights_fingerprint(tmp_path) != first
+
+
+def test_direct_mode_answers_right_after_the_prompt_without_generating(tok) -> None:
+    lm = ScriptedLM(tok, {"POST-": "never generated"})
+    judge = LocalChatJudge(lm, tok, TEMPLATE, model_id="scripted", answer="direct", max_new_tokens=64)
+    verdicts = judge.judge_batch(ITEMS[:2])
+    assert lm.prompts == []  # no generation at all
+    assert len(lm.forced_contexts) == 2
+    assert all(c.endswith("<|im_start|>assistant\nPreferred:") for c in lm.forced_contexts)
+    for v in verdicts:
+        assert (v.preferred, v.score_a, v.score_b) == ("B", pytest.approx(0.25), pytest.approx(0.75))
+        assert "direct answer" in v.reason
+    assert judge.usage()["generated"] == 0 and judge.usage()["forced"] == 2
