@@ -64,11 +64,17 @@ def reference_judge(cfg: Config, paths: Paths) -> Judge | None:
 
 
 def judge_label(cfg: Config) -> str:
-    """Directory-safe judge name: ``gold``, ``local-smollm2``, ``openai-gpt-4o-mini``."""
+    """Directory-safe judge name: ``gold``, ``local-smollm2-direct``, ``openai-gpt-4o-mini`` (plus the template when
+    it is not ``tldr``), so reports of different judges never overwrite each other."""
     jc = cfg.judge
-    model = {"gold": "", "openai": jc.model, "local": jc.local_model}[jc.kind]
-    name = jc.kind if not model else f"{jc.kind}-{Path(model).name}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    parts = [jc.kind]
+    if jc.kind == "openai":
+        parts.append(Path(jc.model).name)
+    if jc.kind == "local":
+        parts += [Path(jc.local_model).name, *([jc.local_answer] if jc.local_answer != "generate" else [])]
+    if jc.kind != "gold" and jc.template != "tldr":
+        parts.append(Path(jc.template).stem)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
 
 
 def describe(judge: Judge) -> dict[str, Any]:
@@ -221,14 +227,9 @@ def win_row(a: str, b: str, rep: dict) -> str:
 
 
 def _usage_line(u: dict) -> str:
-    if not u:
-        return ""
-    keys = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "cost_usd", "judge_seconds")
-    return (
-        "Judge usage: "
-        + ", ".join(f"{k} {u[k]:.4g}" if isinstance(u[k], float) else f"{k} {u[k]}" for k in keys if k in u)
-        + ".\n"
-    )
+    """``Judge usage: requests 12, cache_hits 0, ...`` from a judge's usage counters."""
+    items = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in u.items() if isinstance(v, int | float)]
+    return f"Judge usage: {', '.join(items)}.\n" if items else ""
 
 
 def _log(cfg: Config, workdir: Path, name: str, judge: Judge, result: dict, files: Sequence[Path]) -> None:

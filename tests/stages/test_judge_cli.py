@@ -123,3 +123,20 @@ def test_judge_openai_cli_tracks_in_mlflow_caches_and_never_leaks_the_key(tiny_p
     assert run.data.params["judge.template"] == "tldr"
     assert run.data.metrics["wins"] == shorter
     assert secret not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "label"),
+    [
+        ([], "gold"),
+        (["judge.kind=local"], "local-smollm2"),
+        (["judge.kind=local", "judge.local_answer=direct"], "local-smollm2-direct"),
+        (["judge.kind=openai", "judge.template=alpaca_eval"], "openai-gpt-4o-mini-alpaca_eval"),
+        (["judge.kind=openai", "judge.model=meta-llama/Llama-3.1-8B-Instruct"], "openai-Llama-3.1-8B-Instruct"),
+    ],
+)
+def test_reports_of_different_judges_go_to_different_directories(repo, overrides, label):
+    from r2m.config import load_config
+    from tasks.judging import judge_label
+
+    assert judge_label(load_config(repo / "params.yaml", overrides=overrides)) == label
