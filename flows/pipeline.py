@@ -1,7 +1,10 @@
-"""The Prefect flow: prepare -> sft -> reward_model -> rl (each algo x method) -> evaluate -> report -> register.
+"""The Prefect flow: prepare -> sft -> reward_model -> rl (each algo x method) -> evaluate -> hidden_states -> report
+-> register.
 
-Each task wraps the same stage function that ``dvc.yaml`` runs. The RL task retries once: a retry resumes from
-the last finished round instead of starting over. One MLflow parent run per flow run, one nested run per stage.
+Each task wraps the same stage function that ``dvc.yaml`` runs. ``hidden_states`` (the paper's hidden-state analysis
+of the SFT policy and every run's final policy) runs once after all RL runs and evaluations, before the report that
+quotes it. The RL task retries once: a retry resumes from the last finished round instead of starting over. One
+MLflow parent run per flow run, one nested run per stage.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from prefect.runtime import flow_run
 
 from r2m.config import load_config
 from r2m.env import set_offline_env
-from tasks import evaluate, prepare, register, report, reward_model, rl, sft
+from tasks import evaluate, hidden_states, prepare, register, report, reward_model, rl, sft
 
 set_offline_env()
 
@@ -24,6 +27,7 @@ sft_task = task(name="sft", cache_policy=NO_CACHE)(sft.run)
 reward_model_task = task(name="reward_model", cache_policy=NO_CACHE)(reward_model.run)
 rl_task = task(name="rl", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)(rl.run)
 evaluate_task = task(name="evaluate", cache_policy=NO_CACHE)(evaluate.run)
+hidden_states_task = task(name="hidden_states", cache_policy=NO_CACHE)(hidden_states.run)
 report_task = task(name="report", cache_policy=NO_CACHE)(report.run)
 register_task = task(name="register", cache_policy=NO_CACHE)(register.run)
 
@@ -50,6 +54,7 @@ def pipeline(
             name = f"{algo}-{method}"
             rl_task.with_options(task_run_name=f"rl-{name}")(cfg, algo=algo, method=method, **common)
             evaluate_task.with_options(task_run_name=f"evaluate-{name}")(cfg, algo=algo, method=method, **common)
+    hidden_states_task(cfg, **common)
     summary = report_task(cfg, **common)
     registered = register_task(cfg, **common)["registered"] if mlflow else None
     if mlflow:

@@ -95,6 +95,7 @@ def _stage_params(stage: str, cfg: Config) -> dict:
         "reward_model": ["reward_model"],
         "rl": ["rl", "r2m"],
         "evaluate": ["evaluate"],
+        "hidden_states": ["analysis"],
     }.get(stage, [])
     return {k: d[k] for k in sections}
 

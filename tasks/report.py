@@ -1,7 +1,8 @@
 """Stage ``report``: across all RL runs, the over-optimisation plots and a summary table.
 
 Writes ``plots/proxy_vs_gold.png``, ``plots/gold_vs_kl.png``, ``plots/length.png``, ``metrics/summary.json`` and
-``metrics/summary.md`` (the table the README shows).
+``metrics/summary.md`` (the table the README shows; plus a line on the hidden-state analysis when
+``metrics/hidden_states.json`` exists).
 """
 
 from __future__ import annotations
@@ -67,6 +68,28 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hidden_state_line(hs: dict) -> str:
+    """One summary line from ``metrics/hidden_states.json``: per policy, the within-vs-across cosine gap (with its
+    permutation p-value) and the Spearman correlation of pair cosine with |reward difference| at the last analysed
+    layer ("" if incomplete)."""
+    layers, policies = hs.get("layers") or [], hs.get("policies") or {}
+    if not layers or not policies:
+        return ""
+    last = str(layers[-1])
+    parts = []
+    for name in sorted(policies, key=lambda name: name != "sft"):  # the SFT policy first
+        s = (policies[name].get("layers") or {}).get(last) or {}
+        if all(isinstance(s.get(k), int | float) for k in ("gap", "pair_spearman")):
+            p_value = f" (p {s['gap_p_value']:.3f})" if isinstance(s.get("gap_p_value"), int | float) else ""
+            parts.append(f"{name} gap {s['gap']:+.3f}{p_value}, Spearman {s['pair_spearman']:+.2f}")
+    if not parts:
+        return ""
+    return (
+        f"Hidden states ({hs.get('n', '?')} RM-test pairs, layer {last}): within-minus-across-label cosine gap and "
+        f"Spearman(pair cosine, |reward difference|): {'; '.join(parts)}.\n\n"
+    )
+
+
 def report(cfg: Config, workdir: str | Path = ".") -> dict:
     paths = Paths.of(cfg, workdir)
     runs, rows = {}, []
@@ -90,7 +113,9 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
         f"{rm['test_accuracy']:.3f} ({rm['n_train']} training pairs). SFT gold mean "
         f"{sft.get('gold_mean', float('nan')):.2f}.\n\n"
     )
-    (paths.metrics / "summary.md").write_text(header + table)
+    hs_file = paths.metrics / "hidden_states.json"
+    hs_line = hidden_state_line(read_json(hs_file)) if hs_file.exists() else ""
+    (paths.metrics / "summary.md").write_text(header + hs_line + table)
     summary = {"runs": rows, "rm_test_accuracy": rm["test_accuracy"], "sft_gold_mean": sft.get("gold_mean")}
     write_json(paths.metrics / "summary.json", summary)
     return {

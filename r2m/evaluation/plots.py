@@ -82,7 +82,8 @@ def _draw(ax: Axes, runs: Runs, x_key: str, y_key: str, smooth: int | None, smoo
     return drawn
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Lay out ``fig`` and write it as a PNG (parent folders created)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -106,7 +107,7 @@ def _panels(
     if total == 0:
         raise ValueError(f"{title}: no run has a row with '{x_key}' and any of {list(y_keys)}")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_proxy_vs_gold(runs: Runs, path: str | Path, smooth: int | None = None) -> Path:

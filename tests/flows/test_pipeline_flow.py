@@ -37,8 +37,18 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
         workdir=str(wd),
     )
     assert "grpo-vanilla" in result["table"] and "grpo-r2m" in result["table"]
-    for f in ("metrics/summary.json", "metrics/summary.md", "plots/proxy_vs_gold.png", "metrics/register.json"):
+    for f in (
+        "metrics/summary.json",
+        "metrics/summary.md",
+        "plots/proxy_vs_gold.png",
+        "metrics/register.json",
+        "metrics/hidden_states.json",
+        "plots/hidden_states.png",
+    ):
         assert (wd / f).exists(), f
+    hs = json.loads((wd / "metrics" / "hidden_states.json").read_text())
+    assert set(hs["policies"]) == {"sft", "grpo-vanilla", "grpo-r2m"}
+    assert "Hidden states" in (wd / "metrics" / "summary.md").read_text()
     reg = json.loads((wd / "metrics" / "register.json").read_text())
 
     tracking.configure(f"sqlite:///{wd / 'mlflow.db'}", "r2m")
@@ -57,6 +67,7 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
         "rl-grpo-vanilla",
         "rl-grpo-r2m",
         "evaluate-grpo-vanilla",
+        "hidden_states",
         "report",
         "register",
     } <= children

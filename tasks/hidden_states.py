@@ -1,0 +1,164 @@
+"""Stage ``hidden_states``: do the policies' own hidden states separate preferred from dispreferred responses?
+
+The R2M paper's motivation analysis (``spec/r2m.md``), for the SFT policy and every RL run's final policy that exists
+(none is fine: then the SFT policy alone). On the first ``analysis.n_pairs`` RM-test pairs, each policy reads its
+rendered prompt + the chosen / rejected response; the response tokens' hidden states are mean-pooled at
+``analysis.layers`` (``r2m.evaluation.hidden_states``). Per policy and layer:
+
+- mean cosine similarity within a label and across labels, and the gap (within - across; > 0 = separated), with a
+  permutation p-value (labels swapped at random within pairs, ``analysis.n_permutations`` times);
+- Pearson / Spearman correlation of each pair's cosine, and of every response pair's, with |reward difference| under
+  the vanilla reward model (expected negative).
+
+Writes ``metrics/hidden_states.json``, ``plots/hidden_states.png`` (similarity and gap per layer) and
+``plots/hidden_states_reward.png`` (pair cosine vs |reward difference| at the last analysed layer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from r2m.config import Config
+from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
+from r2m.evaluation.hidden_plots import plot_label_similarity, plot_similarity_vs_reward
+from r2m.evaluation.hidden_states import (
+    label_gap_permutation_test,
+    label_similarity,
+    pair_cosine,
+    pooled_response_states,
+    resolve_layers,
+    similarity_reward_correlation,
+)
+from r2m.models.builders import load_causal_lm
+from r2m.models.reward_model import RewardModel
+from r2m.prompts import render_prompts
+from tasks.common import Paths, run_stage, set_threads, stage_main
+
+log = logging.getLogger("r2m")
+
+METRICS_FILE = "hidden_states.json"
+SIMILARITY_PLOT = "hidden_states.png"
+REWARD_PLOT = "hidden_states_reward.png"
+
+
+def policy_dirs(cfg: Config, paths: Paths) -> tuple[dict[str, Path], list[str]]:
+    """``({"sft": models/sft, "<run>": models/rl/<run>/final/policy, ...}, runs without a final policy)``."""
+    found, missing = {"sft": paths.sft}, []
+    for run in cfg.run_names():
+        d = paths.rl_run(run) / "final" / "policy"
+        if d.exists():
+            found[run] = d
+        else:
+            missing.append(run)
+    return found, missing
+
+
+def vanilla_rewards(cfg: Config, paths: Paths, rows: list[dict]) -> tuple[Tensor, Tensor]:
+    """Vanilla RM rewards [N] of plain prompt + chosen and of plain prompt + rejected."""
+    rm = RewardModel.load(paths.rm)
+
+    def score(key: str) -> Tensor:
+        texts = [r["prompt"] + r[key] for r in rows]
+        return rm.score_texts(texts, batch_size=cfg.analysis.batch_size, max_length=cfg.reward_model.max_length)
+
+    return score("chosen"), score("rejected")
+
+
+def analyse_policy(
+    policy_dir: Path, cfg: Config, rows: list[dict], rewards: tuple[Tensor, Tensor]
+) -> tuple[dict[int, dict[str, float]], Tensor]:
+    """Per-layer statistics ``{layer: {"within": ..., "gap": ..., "pair_spearman": ..., ...}}`` of one policy, and
+    the pair cosines [L, N] (for the scatter plot)."""
+    model, tok = load_causal_lm(policy_dir)
+    layers = resolve_layers(cfg.analysis.layers, int(model.config.num_hidden_layers))
+    prompts = render_prompts(tok, [r["prompt"] for r in rows], cfg.policy)
+    chosen, rejected = pooled_response_states(
+        model,
+        tok,
+        prompts,
+        [[r["chosen"] for r in rows], [r["rejected"] for r in rows]],
+        layers,
+        batch_size=cfg.analysis.batch_size,
+        max_length=cfg.reward_model.max_length,  # the prompt + response budget the reward model scores
+    )  # [L, N, H] each
+    stats = {**label_similarity(chosen, rejected), **similarity_reward_correlation(chosen, rejected, *rewards)}
+    if cfg.analysis.n_permutations:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        stats |= label_gap_permutation_test(chosen, rejected, cfg.analysis.n_permutations, gen)
+    per_layer = {layer: {k: float(v[j]) for k, v in stats.items()} for j, layer in enumerate(layers)}
+    return per_layer, pair_cosine(chosen, rejected)
+
+
+def hidden_states(cfg: Config, workdir: str | Path = ".") -> dict:
+    """Analyse every available policy; write the metrics JSON and the two plots (module docstring)."""
+    set_threads(cfg)
+    t0 = time.perf_counter()
+    paths = Paths.of(cfg, workdir)
+    n = cfg.analysis.n_pairs
+    rows = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)[:n]
+    if len(rows) < 2:
+        raise ValueError(f"{paths.data / 'rm_test.jsonl'}: {len(rows)} pairs; the analysis needs at least 2")
+    policies, missing = policy_dirs(cfg, paths)
+    if missing:
+        log.info("hidden_states: no final policy for %s; analysing %s", ", ".join(missing), ", ".join(policies))
+    r_chosen, r_rejected = vanilla_rewards(cfg, paths, rows)
+    abs_diff = (r_chosen - r_rejected).abs()
+    results, pair_cos = {}, {}
+    for name, d in policies.items():
+        t = time.perf_counter()
+        results[name], pair_cos[name] = analyse_policy(d, cfg, rows, (r_chosen, r_rejected))
+        log.info("hidden_states: %s analysed in %.1f s", name, time.perf_counter() - t)
+    layers = list(results["sft"])
+    out = {
+        "n": len(rows),
+        "layers": layers,
+        "max_length": cfg.reward_model.max_length,
+        "reward": {
+            "model": str(paths.rm.relative_to(paths.root)),
+            "accuracy": float((r_chosen > r_rejected).float().mean()),
+            "mean_abs_diff": float(abs_diff.mean()),
+        },
+        "policies": {
+            name: {
+                "path": str(policies[name].relative_to(paths.root)),
+                "layers": {str(layer): s for layer, s in per_layer.items()},
+            }
+            for name, per_layer in results.items()
+        },
+        "runs_without_final_policy": missing,
+    }
+    curves = {
+        name: {"layer": list(per_layer), **{k: [s[k] for s in per_layer.values()] for k in ("within", "across", "gap")}}
+        for name, per_layer in results.items()
+    }
+    plots = [
+        plot_label_similarity(curves, paths.plots / SIMILARITY_PLOT),
+        plot_similarity_vs_reward(
+            {name: (abs_diff.tolist(), cos[-1].tolist()) for name, cos in pair_cos.items()},
+            paths.plots / REWARD_PLOT,
+            layer=layers[-1],
+            spearman={name: per_layer[layers[-1]]["pair_spearman"] for name, per_layer in results.items()},
+        ),
+    ]
+    out["seconds"] = time.perf_counter() - t0
+    write_json(paths.metrics / METRICS_FILE, out)
+    metrics = {
+        f"{name}.layer{layer}.{key}": value
+        for name, per_layer in results.items()
+        for layer, s in per_layer.items()
+        for key, value in s.items()
+    }
+    return {"metrics": metrics, "artifacts": [paths.metrics / METRICS_FILE, *plots], "summary": out}
+
+
+def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
+    return run_stage("hidden_states", hidden_states, cfg, workdir, pipeline_id, mlflow)
+
+
+if __name__ == "__main__":
+    stage_main("hidden_states", hidden_states, __doc__)
