@@ -139,3 +139,8 @@ def test_evaluate_command_after_runs(tiny_pipeline, ci_cfg):
         assert "gold_score_final" in out["over_optimisation"][run]
     report = (tiny_pipeline / "reports" / "gold" / "report.md").read_text()
     assert "| grpo-r2m | grpo-vanilla | 12 |" in report
+    from tasks.judging import judge_command
+
+    one = judge_command(ci_cfg, tiny_pipeline, "grpo-r2m@round_1", "sft", mlflow=False, progress=False)
+    assert one["report"]["n"] == 12  # a round checkpoint, generated on the fly
+    assert (tiny_pipeline / "reports" / "gold" / "grpo-r2m@round_1_vs_sft_verdicts.jsonl").exists()
