@@ -19,7 +19,7 @@ from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
 from r2m.evaluation.text_stats import batch_stats
-from r2m.evaluation.winrate import win_rate_report
+from r2m.evaluation.winrate import position_calibrated, win_rate_report
 from r2m.generation import generate
 from r2m.judges.base import Judge, PairwiseItem
 from r2m.models.r2m_head import R2MRewardHead
@@ -43,9 +43,12 @@ def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str]
     )
 
 
-def policy_pairs(model, tok, rows: list[dict], judge: Judge, cfg: Config, progress: bool = False) -> list[dict]:
+def policy_pairs(
+    model, tok, rows: list[dict], judge: Judge, cfg: Config, progress: bool = False, calibrate: bool = False
+) -> list[dict]:
     """Two sampled completions per prompt (first ``evaluate.n_policy_pairs`` prompts), labelled by ``judge`` in both
-    orders; ties and invalid verdicts are dropped (strict: only pairs the judge separates are kept)."""
+    orders; ties and invalid verdicts are dropped (strict: only pairs the judge separates are kept). With
+    ``calibrate`` and a judge that reports P(A), P(B), the labels are its position-calibrated verdicts."""
     rows = rows[: cfg.evaluate.n_policy_pairs]
     prompts = render_prompts(tok, [r["prompt"] for r in rows], cfg.policy)
     a, b = (
@@ -64,8 +67,11 @@ def policy_pairs(model, tok, rows: list[dict], judge: Judge, cfg: Config, progre
         PairwiseItem(f"{r['id']}:policy-pair", r["prompt"], x, y, {"post_id": r["post_id"]})
         for r, x, y in zip(rows, a, b, strict=True)
     ]
+    verdicts = judge.judge(items, progress=progress)
+    if calibrate:
+        verdicts = position_calibrated(verdicts) or verdicts
     out = []
-    for r, x, y, v in zip(rows, a, b, judge.judge(items, progress=progress), strict=True):
+    for r, x, y, v in zip(rows, a, b, verdicts, strict=True):
         if v.preferred in ("A", "B"):
             chosen, rejected = (x, y) if v.preferred == "A" else (y, x)
             out.append({"id": r["id"], "prompt": r["prompt"], "chosen": chosen, "rejected": rejected})

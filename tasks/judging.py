@@ -26,7 +26,7 @@ from r2m.config import Config, ConfigError
 from r2m.data.io import read_json, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
 from r2m.evaluation.agreement import judge_agreement
-from r2m.evaluation.winrate import win_rate_report
+from r2m.evaluation.winrate import position_calibrated, win_rate_report
 from r2m.judges.base import Judge, PairwiseItem, Verdict
 from tasks.common import Paths, gold_judge, load_gold, set_threads, tracked
 from tasks.sft import SFT_GENERATIONS
@@ -173,6 +173,13 @@ def compare(
     if reference_judge is not None:
         gold = reference_judge.judge(items, both_orders=True)
         report["gold_agreement"] = judge_agreement(verdicts, gold)
+    calibrated = position_calibrated(verdicts) if judge.name != "gold" else None
+    if calibrated is not None:  # a judge reporting P(A), P(B): also decide by the order-averaged probabilities
+        cal = win_rate_report(calibrated, seed=0)
+        report["position_calibrated"] = {k: cal[k] for k in ("wins", "ties", "losses", "invalid", "win_rate_ties_half")}
+        report["position_calibrated"].update(ci_low=cal["ci_low"], ci_high=cal["ci_high"])
+        if reference_judge is not None:
+            report["position_calibrated"]["gold_agreement"] = judge_agreement(calibrated, gold)
     records = [
         {
             "id": it.id,
@@ -183,6 +190,8 @@ def compare(
             "consistent": v.consistent,
             "reason": v.reason,
             "raw": v.raw,
+            "score_a": v.score_a,
+            "score_b": v.score_b,
             **({"gold": g.preferred} if g is not None else {}),
         }
         for it, v, g in zip(items, verdicts, gold, strict=True)
@@ -275,7 +284,8 @@ def judge_command(
 
 def judged_policy_pairs(cfg: Config, paths: Paths, run: str, judge: Judge, rows: list[dict]) -> dict | None:
     """RM accuracy of ``run``'s reward (R2M at t = T for R2M runs) on pairs sampled from its final policy and
-    labelled by ``judge`` (strict; pairs the judge ties or cannot parse are dropped)."""
+    labelled by ``judge`` (strict; pairs the judge ties or cannot parse are dropped). An LLM judge that reports
+    P(A), P(B) labels by its position-calibrated verdicts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.evaluate import policy_pairs, run_reward
@@ -283,7 +293,7 @@ def judged_policy_pairs(cfg: Config, paths: Paths, run: str, judge: Judge, rows:
     policy_dir = paths.rl_run(run) / "final" / "policy"
     tok = AutoTokenizer.from_pretrained(policy_dir)
     model = AutoModelForCausalLM.from_pretrained(policy_dir, use_safetensors=True)
-    pairs = policy_pairs(model, tok, rows, judge, cfg, progress=True)
+    pairs = policy_pairs(model, tok, rows, judge, cfg, progress=True, calibrate=judge.name != "gold")
     if not pairs:
         return None
     score = run_reward(cfg, paths, paths.rl_run(run) / "final", model, tok)
@@ -386,6 +396,23 @@ def _overopt(paths: Paths, run: str) -> dict[str, Any]:
     return {k: rl[k] for k in keys if k in rl}
 
 
+def calibrated_table(win: list[dict]) -> str:
+    """The position-calibrated rates (judges that report P(A), P(B)); "" when no comparison has them."""
+    rows = [w for w in win if w.get("position_calibrated")]
+    if not rows:
+        return ""
+    out = (
+        "\nPosition-calibrated (the winner by P(A), P(B) averaged over both orders; Wang et al. 2023):\n\n"
+        "| A | B | wins / ties / losses / invalid | win rate (ties 1/2) [95% CI] | agreement with gold |\n"
+        "|---|---|---|---|---|\n"
+    )
+    for w in rows:
+        c = w["position_calibrated"]
+        counts = f"{c['wins']} / {c['ties']} / {c['losses']} / {c['invalid']}"
+        out += f"| {w['a']} | {w['b']} | {counts} | {_rate(c)} | {_agreement(c)} |\n"
+    return out
+
+
 def render_report(cfg: Config, label: str, report: dict) -> str:
     """The Markdown report of :func:`evaluate_command`."""
     lines = [
@@ -395,8 +422,10 @@ def render_report(cfg: Config, label: str, report: dict) -> str:
         "LC: length-controlled (AlpacaEval-2 style, word counts).\n\n",
         "## Win rates (A = model under test)\n\n",
         WIN_HEADER + "".join(win_row(w["a"], w["b"], w) for w in report["win_rates"]),
+        calibrated_table(report["win_rates"]),
         "\n## Reward-model accuracy (strict: ties are wrong)\n\n",
-        "| run | held-out pairs: acc / ECE (n) | policy pairs labelled by this judge: acc / ECE (n) |\n|---|---|---|\n",
+        "| run | held-out pairs: acc / ECE (n) | policy pairs labelled by this judge*: acc / ECE (n) |\n",
+        "|---|---|---|\n",
     ]
     for run, a in report["reward_accuracy"].items():
         cells = []
@@ -404,6 +433,10 @@ def render_report(cfg: Config, label: str, report: dict) -> str:
             v = a.get(k)
             cells.append("-" if not v else f"{v['accuracy']:.3f} / {v['ece']:.3f} ({v['n']})")
         lines.append(f"| {run} | {cells[0]} | {cells[1]} |\n")
+    lines.append(
+        "\n*Two samples per prompt from the final policy; pairs the judge ties are dropped; a judge reporting P(A), "
+        "P(B) labels by its position-calibrated verdicts.\n"
+    )
     lines.append("\n## Over-optimisation (RL run: proxy vs gold reward)\n\n")
     lines.append("| run | proxy start -> end | gold start -> peak (step) -> end | KL end | words end |\n")
     lines.append("|---|---|---|---|---|\n")

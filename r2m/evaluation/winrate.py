@@ -159,3 +159,23 @@ def win_rate_report(
                 outcomes, [lengths_a[i] for i in valid_idx], [lengths_b[i] for i in valid_idx]
             )
     return report
+
+
+def position_calibrated(verdicts: Sequence[Verdict]) -> list[Verdict] | None:
+    """Balanced position calibration (Wang et al. 2023, "Large Language Models are not Fair Evaluators").
+
+    A judge that reports scores (e.g. P(A), P(B) of the answer token) has them averaged over the two presentation
+    orders by :func:`r2m.judges.base.combine_orders`; this re-decides each valid item by those averaged scores
+    (higher wins, equal is a tie), so a judge with a constant position bias still ranks by content. Invalid items stay
+    invalid. Returns ``None`` unless every valid verdict carries both scores.
+    """
+    out = []
+    for v in verdicts:
+        if not v.is_valid:
+            out.append(v)
+            continue
+        if v.score_a is None or v.score_b is None:
+            return None
+        preferred = "A" if v.score_a > v.score_b else "B" if v.score_b > v.score_a else "tie"
+        out.append(Verdict(item_id=v.item_id, preferred=preferred, score_a=v.score_a, score_b=v.score_b))
+    return out

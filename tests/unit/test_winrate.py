@@ -85,3 +85,19 @@ def test_lengths_validation() -> None:
         win_rate_report(_verdicts("WL"), lengths_a=[1, 2])
     with pytest.raises(ValueError):
         win_rate_report(_verdicts("WL"), lengths_a=[1], lengths_b=[1])
+
+
+def test_position_calibration_decides_by_order_averaged_scores() -> None:
+    from r2m.evaluation.winrate import position_calibrated
+    from r2m.judges.base import combine_orders
+
+    # a judge biased to "A" by +0.3 in both orders: raw verdicts tie, calibrated ones follow the content
+    fwd = Verdict("1", "A", score_a=0.8, score_b=0.2)  # true preference for A: 0.5 + 0.3
+    back = Verdict("1", "A", score_a=0.6, score_b=0.4)  # swapped: shown-first (= original B) 0.3 + bias 0.3
+    combined = combine_orders(fwd, back)
+    assert combined.preferred == "tie"
+    (cal,) = position_calibrated([combined])
+    assert cal.preferred == "A" and cal.score_a == pytest.approx(0.6)  # (0.8 + 0.4) / 2
+    assert position_calibrated([Verdict("2", "A")]) is None  # no scores: not applicable
+    inv = Verdict("3", "invalid")
+    assert position_calibrated([inv])[0].preferred == "invalid"
