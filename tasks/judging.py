@@ -32,7 +32,7 @@ from tasks.common import Paths, gold_judge, load_gold, set_threads, tracked
 from tasks.sft import SFT_GENERATIONS
 
 GENERATION_SCHEMA: dict[str, type] = {"id": str, "completion": str}
-_ROUND = re.compile(r"^(?P<run>[a-z]+-[a-z_]+)@(?P<round>round_\d+|final)$")
+_ROUND = re.compile(r"^(?P<run>[a-z]+-[a-z0-9_]+)@(?P<round>round_\d+|final)$")
 
 
 def build_judge(cfg: Config, paths: Paths) -> Judge:
