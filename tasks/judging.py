@@ -276,7 +276,7 @@ def judge_command(
     md_file = out / f"{stem}.md"
     md_file.write_text(md)
     result.update(markdown=md, files=[json_file, md_file, verdict_file])
-    result["metrics"] = {"win_rate_ties_half": report["win_rate_ties_half"], **report, **u}
+    result["metrics"] = {**report, **u}
     if mlflow:
         _log(cfg, paths.root, f"judge-{stem}", judge, result, result["files"])
     return result
