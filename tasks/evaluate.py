@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
@@ -22,6 +20,7 @@ from r2m.evaluation.text_stats import batch_stats
 from r2m.evaluation.winrate import position_calibrated, win_rate_report
 from r2m.generation import generate
 from r2m.judges.base import Judge, PairwiseItem
+from r2m.models.builders import load_causal_lm
 from r2m.models.r2m_head import R2MRewardHead
 from r2m.models.reward_model import RewardModel
 from r2m.prompts import render_prompts
@@ -40,6 +39,19 @@ def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str]
     verdicts = judge.judge(items, both_orders=True)
     return win_rate_report(
         verdicts, lengths_a=[len(a.split()) for a in ours], lengths_b=[len(b.split()) for b in theirs]
+    )
+
+
+def eval_generations(model, tok, rows: list[dict], cfg: Config) -> list[str]:
+    """The policy's completions of the eval prompts ``rows`` (``evaluate.*`` decoding), the ones every win rate uses."""
+    return generate(
+        model,
+        tok,
+        render_prompts(tok, [r["prompt"] for r in rows], cfg.policy),
+        cfg.evaluate.max_new_tokens,
+        greedy=cfg.evaluate.greedy,
+        temperature=cfg.rl.temperature,
+        seed=cfg.seed,
     )
 
 
@@ -101,18 +113,9 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     policy_dir = paths.rl_run(run) / "final" / "policy"
     if not policy_dir.exists():
         raise FileNotFoundError(f"{policy_dir}: no final policy; run the rl stage for {run} first")
-    tok = AutoTokenizer.from_pretrained(policy_dir)
-    model = AutoModelForCausalLM.from_pretrained(policy_dir, use_safetensors=True)
+    model, tok = load_causal_lm(policy_dir)
     rows = read_jsonl(paths.data / "eval_prompts.jsonl")
-    gens = generate(
-        model,
-        tok,
-        render_prompts(tok, [r["prompt"] for r in rows], cfg.policy),
-        cfg.evaluate.max_new_tokens,
-        greedy=cfg.evaluate.greedy,
-        temperature=cfg.rl.temperature,
-        seed=cfg.seed,
-    )
+    gens = eval_generations(model, tok, rows, cfg)
     sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
     metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}
     posts, gold_fn = load_gold(paths)

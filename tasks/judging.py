@@ -105,25 +105,13 @@ def _by_id(path: Path, rows: list[dict]) -> list[str]:
 
 
 def _generate_from(cfg: Config, policy_dir: Path, rows: list[dict]) -> list[str]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from r2m.generation import generate
-    from r2m.prompts import render_prompts
+    from r2m.models.builders import load_causal_lm
+    from tasks.evaluate import eval_generations
 
     if not policy_dir.exists():
         raise FileNotFoundError(f"{policy_dir}: no such checkpoint")
-    tok = AutoTokenizer.from_pretrained(policy_dir)
-    model = AutoModelForCausalLM.from_pretrained(policy_dir, use_safetensors=True)
-    prompts = render_prompts(tok, [r["prompt"] for r in rows], cfg.policy)
-    return generate(
-        model,
-        tok,
-        prompts,
-        cfg.evaluate.max_new_tokens,
-        greedy=cfg.evaluate.greedy,
-        temperature=cfg.rl.temperature,
-        seed=cfg.seed,
-    )
+    model, tok = load_causal_lm(policy_dir)
+    return eval_generations(model, tok, rows, cfg)
 
 
 def generations(cfg: Config, paths: Paths, source: str, rows: list[dict]) -> list[str]:
@@ -286,13 +274,10 @@ def judged_policy_pairs(cfg: Config, paths: Paths, run: str, judge: Judge, rows:
     """RM accuracy of ``run``'s reward (R2M at t = T for R2M runs) on pairs sampled from its final policy and
     labelled by ``judge`` (strict; pairs the judge ties or cannot parse are dropped). An LLM judge that reports
     P(A), P(B) labels by its position-calibrated verdicts."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from r2m.models.builders import load_causal_lm
     from tasks.evaluate import policy_pairs, run_reward
 
-    policy_dir = paths.rl_run(run) / "final" / "policy"
-    tok = AutoTokenizer.from_pretrained(policy_dir)
-    model = AutoModelForCausalLM.from_pretrained(policy_dir, use_safetensors=True)
+    model, tok = load_causal_lm(paths.rl_run(run) / "final" / "policy")
     pairs = policy_pairs(model, tok, rows, judge, cfg, progress=True, calibrate=judge.name != "gold")
     if not pairs:
         return None
