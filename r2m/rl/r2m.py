@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,27 +26,8 @@ from r2m.models.feedback import gaussian_like
 from r2m.models.r2m_head import R2MHeadConfig, R2MRewardHead, load_state, save_state
 from r2m.models.reward_model import RewardModel
 from r2m.rl.policy_pass import PolicyMonitor, PolicyPass
+from r2m.rl.variants import VARIANTS, Variant  # noqa: F401  (VARIANTS: re-exported for tasks.rl and the tests)
 from r2m.schedule import omega
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of the spec's variant table, as switches on the same code path."""
-
-    use_attention: bool = True  # cross-attention on policy feedback (False: iter_head, phi only)
-    noise: bool = False  # replace h by Gaussian noise with the same mean and variance
-    train: bool = True  # online GREBT updates after every policy step
-    alpha: float | None = None  # GREBT mixing; None = r2m.alpha
-
-
-VARIANTS: dict[str, Variant] = {
-    "r2m": Variant(),
-    "r2m_frozen": Variant(train=False),
-    "r2m_noise": Variant(noise=True),
-    "r2m_no_gre": Variant(alpha=0.0),
-    "r2m_no_bt": Variant(alpha=1.0),
-    "iter_head": Variant(use_attention=False),
-}
 
 
 def build_head(

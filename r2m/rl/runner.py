@@ -27,6 +27,7 @@ from transformers import PrinterCallback, TrainerCallback
 from r2m.config import Config
 from r2m.rl.callbacks import MetricsRecorder, ProgressBar, RoundExporter, fresh_dir, publish_dir, read_rows
 from r2m.rl.reward import RewardFunction
+from r2m.rl.variants import ALGOS
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def trl_config(algo: str, cfg: Config, output_dir: Path):
         return GRPOConfig(**common)
     if algo == "rloo":
         return RLOOConfig(**common)
-    raise ValueError(f"unknown RL algorithm {algo!r}; valid: grpo, rloo")
+    raise ValueError(f"unknown RL algorithm {algo!r}; valid: {', '.join(ALGOS)}")
 
 
 def trainer_class(algo: str):
