@@ -8,9 +8,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
 
-from r2m.config import RewardModelConfig
+from r2m.config import Config, RewardModelConfig
 from r2m.models.reward_model import RewardModel
+from r2m.paths import Paths
+
+
+def load_trunk(cfg: Config, paths: Paths) -> RewardModel:
+    """The untrained reward model: the ``reward_model.trunk`` (``sft``: the SFT policy's trunk), fresh score head."""
+    src = str(paths.sft) if cfg.reward_model.trunk == "sft" else cfg.reward_model.trunk
+    torch.manual_seed(cfg.seed)
+    trunk = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
+    tok = AutoTokenizer.from_pretrained(src)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return RewardModel(trunk, tok)
 
 
 def _texts(rows: Sequence[dict], key: str) -> list[str]:

@@ -8,11 +8,11 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from r2m.config import Config, load_config
 from r2m.env import set_offline_env
+from r2m.paths import Paths  # noqa: F401  (re-exported until every caller imports r2m.paths)
 
 set_offline_env()
 log = logging.getLogger("r2m")
@@ -25,34 +25,6 @@ try:
     hf_logging.set_verbosity_error()
 except ImportError:  # pragma: no cover
     pass
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Resolved stage locations under one working directory."""
-
-    root: Path
-    data: Path
-    models: Path
-    metrics: Path
-    plots: Path
-
-    @classmethod
-    def of(cls, cfg: Config, workdir: str | Path = ".") -> Paths:
-        root = Path(workdir).resolve()
-        p = cfg.paths
-        return cls(root, root / p.data, root / p.models, root / p.metrics, root / p.plots)
-
-    @property
-    def sft(self) -> Path:
-        return self.models / "sft"
-
-    @property
-    def rm(self) -> Path:
-        return self.models / "rm"
-
-    def rl_run(self, run: str) -> Path:
-        return self.models / "rl" / run
 
 
 def dvc_pipeline_id(cfg: Config) -> str:
@@ -158,29 +130,3 @@ def stage_main(stage: str, fn, doc: str | None, run_args: tuple[str, ...] = ()) 
     cfg = config_from_args(a)
     kwargs = {name: getattr(a, name) for name in run_args}
     run_stage(stage, fn, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, **kwargs)
-
-
-def load_gold(paths: Paths):
-    """``(posts, gold_fn)`` for the embedded task, where ``gold_fn(post_ids, completions) -> scores``;
-    ``(None, None)`` for real datasets (no ``posts.jsonl``, so no gold judge)."""
-    posts_file = paths.data / "posts.jsonl"
-    if not posts_file.exists():
-        return None, None
-    from r2m.data.gold import GoldJudge
-    from r2m.data.io import read_jsonl
-    from r2m.data.task import Post
-
-    posts = {p["id"]: Post.from_dict(p) for p in read_jsonl(posts_file)}
-    judge = GoldJudge()
-
-    def gold_fn(post_ids, completions) -> list[float]:
-        return [judge.score(posts[i], c) for i, c in zip(post_ids, completions, strict=True)]
-
-    return posts, gold_fn
-
-
-def gold_judge(posts, gold_fn):
-    """The embedded task's gold scorer as a pairwise judge (``posts``, ``gold_fn`` from :func:`load_gold`)."""
-    from r2m.judges.gold import GoldPairwiseJudge
-
-    return GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)

@@ -10,100 +10,19 @@ Writes ``metrics/eval/<run>.json`` and ``metrics/eval/<run>_generations.jsonl``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
+from r2m.evaluation.compare import compare
+from r2m.evaluation.generations import eval_generations
+from r2m.evaluation.policy_pairs import policy_pairs, run_reward
 from r2m.evaluation.text_stats import batch_stats
-from r2m.evaluation.winrate import position_calibrated, win_rate_report
-from r2m.generation import generate
-from r2m.judges.base import Judge, PairwiseItem
+from r2m.judges.gold import gold_judge, load_gold
 from r2m.models.builders import load_causal_lm
-from r2m.models.r2m_head import R2MRewardHead
-from r2m.models.reward_model import RewardModel
-from r2m.prompts import render_prompts
-from r2m.rl.policy_pass import PolicyMonitor
-from r2m.rl.r2m import feedback_scorer
-from tasks.common import Paths, gold_judge, load_gold, run_stage, set_threads, stage_main
-from tasks.sft import SFT_GENERATIONS
-
-
-def win_rates(judge: Judge, rows: list[dict], ours: list[str], theirs: list[str], tag: str) -> dict:
-    """Win-rate report of ``ours`` (A) against ``theirs`` (B) on the same prompts."""
-    items = [
-        PairwiseItem(f"{r['id']}:{tag}", r["prompt"], a, b, {"post_id": r["post_id"]})
-        for r, a, b in zip(rows, ours, theirs, strict=True)
-    ]
-    verdicts = judge.judge(items, both_orders=True)
-    return win_rate_report(
-        verdicts, lengths_a=[len(a.split()) for a in ours], lengths_b=[len(b.split()) for b in theirs]
-    )
-
-
-def eval_generations(model, tok, rows: list[dict], cfg: Config) -> list[str]:
-    """The policy's completions of the eval prompts ``rows`` (``evaluate.*`` decoding), the ones every win rate uses."""
-    return generate(
-        model,
-        tok,
-        render_prompts(tok, [r["prompt"] for r in rows], cfg.policy),
-        cfg.evaluate.max_new_tokens,
-        greedy=cfg.evaluate.greedy,
-        temperature=cfg.rl.temperature,
-        seed=cfg.seed,
-    )
-
-
-def policy_pairs(
-    model, tok, rows: list[dict], judge: Judge, cfg: Config, progress: bool = False, calibrate: bool = False
-) -> list[dict]:
-    """Two sampled completions per prompt (first ``evaluate.n_policy_pairs`` prompts), labelled by ``judge`` in both
-    orders; ties and invalid verdicts are dropped (strict: only pairs the judge separates are kept). With
-    ``calibrate`` and a judge that reports P(A), P(B), the labels are its position-calibrated verdicts."""
-    rows = rows[: cfg.evaluate.n_policy_pairs]
-    prompts = render_prompts(tok, [r["prompt"] for r in rows], cfg.policy)
-    a, b = (
-        generate(
-            model,
-            tok,
-            prompts,
-            cfg.evaluate.max_new_tokens,
-            greedy=False,
-            temperature=cfg.rl.temperature,
-            seed=cfg.seed + k,
-        )
-        for k in (1, 2)
-    )
-    items = [
-        PairwiseItem(f"{r['id']}:policy-pair", r["prompt"], x, y, {"post_id": r["post_id"]})
-        for r, x, y in zip(rows, a, b, strict=True)
-    ]
-    verdicts = judge.judge(items, progress=progress)
-    if calibrate:
-        verdicts = position_calibrated(verdicts) or verdicts
-    out = []
-    for r, x, y, v in zip(rows, a, b, verdicts, strict=True):
-        if v.preferred in ("A", "B"):
-            chosen, rejected = (x, y) if v.preferred == "A" else (y, x)
-            out.append({"id": r["id"], "prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
-    return out
-
-
-def run_reward(cfg: Config, paths: Paths, final: Path, policy, tok) -> Callable[[list[str], list[str]], list[float]]:
-    """The run's reward model as ``score(plain_prompts, responses)``: the R2M head with the final policy's feedback
-    at t = T, the further-trained RM of ``pretrained_rm``, or the vanilla RM."""
-    ml = cfg.reward_model.max_length
-    if (final / "reward_model").exists():
-        rm = RewardModel.load(final / "reward_model")
-    else:
-        rm = RewardModel.load(paths.rm)
-    if not (final / "reward_head").exists():
-        return lambda ps, rs: rm.score_texts([p + r for p, r in zip(ps, rs, strict=True)], max_length=ml).tolist()
-    head = R2MRewardHead.load(final / "reward_head")
-    monitor = PolicyMonitor(tok, policy, keep_feedback=True)
-    monitor.attach(policy)
-    return feedback_scorer(rm, head, monitor, lambda ps: render_prompts(tok, ps, cfg.policy), max_length=ml)
+from r2m.paths import SFT_GENERATIONS, Paths
+from tasks.common import run_stage, set_threads, stage_main
 
 
 def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla") -> dict:
@@ -127,8 +46,8 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     if gold_fn is not None:
         judge = gold_judge(posts, gold_fn)
         refs = [" " + r["reference"] for r in rows]
-        metrics["vs_reference"] = win_rates(judge, rows, gens, refs, "ref")
-        metrics["vs_sft"] = win_rates(judge, rows, gens, [sft_gens[r["id"]] for r in rows], "sft")
+        metrics["vs_reference"] = compare(judge, rows, gens, refs, "ref", progress=False)[0]
+        metrics["vs_sft"] = compare(judge, rows, gens, [sft_gens[r["id"]] for r in rows], "sft", progress=False)[0]
         gold = gold_fn([r["post_id"] for r in rows], gens)
         metrics["policy_gold_mean"] = sum(gold) / len(gold)
         pairs = policy_pairs(model, tok, rows, judge, cfg)

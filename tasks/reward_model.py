@@ -10,36 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-from transformers import AutoModel, AutoTokenizer
-
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
-from r2m.evaluation.accuracy import reward_accuracy_report
-from r2m.models.reward_model import RewardModel
-from r2m.rm_train import score_pairs, train_reward_model
-from tasks.common import Paths, run_stage, set_threads, stage_main
-
-
-def load_trunk(cfg: Config, paths: Paths) -> RewardModel:
-    src = str(paths.sft) if cfg.reward_model.trunk == "sft" else cfg.reward_model.trunk
-    torch.manual_seed(cfg.seed)
-    trunk = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(src)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return RewardModel(trunk, tok)
-
-
-def length_split_accuracy(rows: list[dict], chosen: list[float], rejected: list[float]) -> dict:
-    """Accuracy on pairs where the longer response is the chosen one vs where it is the rejected one."""
-    out = {}
-    for name, want_longer in (("acc_longer_chosen", True), ("acc_longer_rejected", False)):
-        idx = [i for i, r in enumerate(rows) if (len(r["chosen"]) > len(r["rejected"])) == want_longer]
-        if idx:
-            out[name] = sum(chosen[i] > rejected[i] for i in idx) / len(idx)
-            out[f"n_{name[4:]}"] = len(idx)
-    return out
+from r2m.evaluation.accuracy import length_split_accuracy, reward_accuracy_report
+from r2m.paths import Paths
+from r2m.rm_train import load_trunk, score_pairs, train_reward_model
+from tasks.common import run_stage, set_threads, stage_main
 
 
 def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:

@@ -11,31 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
 from r2m.config import Config
 from r2m.data.io import SFT_SCHEMA, read_jsonl, write_json, write_jsonl
-from r2m.generation import generate
-from r2m.models.builders import build_tiny_policy, load_pretrained, load_smollm2
-from r2m.models.tokenizer import train_bpe_tokenizer
-from r2m.prompts import render_prompt, render_prompts
+from r2m.evaluation.generations import eval_generations
+from r2m.judges.gold import load_gold
+from r2m.models.builders import build_policy
+from r2m.paths import SFT_GENERATIONS, Paths
+from r2m.prompts import render_prompt
 from r2m.sft import train_sft
-from tasks.common import Paths, load_gold, run_stage, set_threads, stage_main
-
-SFT_GENERATIONS = "eval_generations.jsonl"
-
-
-def build_policy(cfg: Config, sft_rows: list[dict]):
-    """The untrained starting point and its tokenizer, according to ``policy.source``."""
-    src = cfg.policy.source
-    if src == "tiny":
-        tok = train_bpe_tokenizer((r["prompt"] + r["completion"] for r in sft_rows), cfg.tokenizer.vocab_size)
-        torch.manual_seed(cfg.seed)
-        model = build_tiny_policy(cfg.policy, len(tok), tok.eos_token_id, tok.pad_token_id)
-        return model, tok
-    if src == "smollm2":
-        return load_smollm2()
-    return load_pretrained(src)
+from tasks.common import run_stage, set_threads, stage_main
 
 
 def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
@@ -53,16 +37,7 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     eval_rows = read_jsonl(paths.data / "eval_prompts.jsonl")
-    gens = generate(
-        model,
-        tok,
-        render_prompts(tok, [r["prompt"] for r in eval_rows], cfg.policy),
-        max_new_tokens=cfg.evaluate.max_new_tokens,
-        greedy=cfg.evaluate.greedy,
-        temperature=cfg.rl.temperature,
-        seed=cfg.seed,
-        progress=progress,
-    )
+    gens = eval_generations(model, tok, eval_rows, cfg, progress=progress)
     write_jsonl(
         out / SFT_GENERATIONS,
         ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(eval_rows, gens, strict=True)),

@@ -68,3 +68,14 @@ def pair_accuracy(score, pairs) -> dict:
     return reward_accuracy_report(
         score(prompts, [r["chosen"] for r in pairs]), score(prompts, [r["rejected"] for r in pairs])
     )
+
+
+def length_split_accuracy(rows: list[dict], chosen: list[float], rejected: list[float]) -> dict:
+    """Accuracy on pairs where the longer response is the chosen one vs where it is the rejected one."""
+    out = {}
+    for name, want_longer in (("acc_longer_chosen", True), ("acc_longer_rejected", False)):
+        idx = [i for i, r in enumerate(rows) if (len(r["chosen"]) > len(r["rejected"])) == want_longer]
+        if idx:
+            out[name] = sum(chosen[i] > rejected[i] for i in idx) / len(idx)
+            out[f"n_{name[4:]}"] = len(idx)
+    return out

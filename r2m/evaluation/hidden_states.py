@@ -2,7 +2,8 @@
 
 R2M's motivation (``spec/r2m.md``, "Hidden-state analysis"): mean-pooled policy hidden states of chosen responses are
 more similar to each other than to rejected ones, the gap grows with depth, and hidden-state similarity falls as the
-reward difference grows. This module is the maths (no file I/O); ``tasks/hidden_states.py`` is the stage.
+reward difference grows. This module is the maths (no file I/O); :mod:`r2m.evaluation.hidden_analysis` runs it on
+policy checkpoints and ``tasks/hidden_states.py`` is the stage.
 
 Shapes: L = analysed layers, N = (chosen, rejected) pairs, H = hidden size, B = batch, S = prompt + response tokens,
 M = number of response pairs compared. Layer indices are ``hidden_states`` indices of a causal LM: 0 = the token

@@ -1,4 +1,5 @@
-"""Pairwise adapter around the programmatic gold scorer (``r2m.data.gold.GoldJudge.score``)."""
+"""Pairwise adapter around the programmatic gold scorer (``r2m.data.gold.GoldJudge.score``), and the embedded task's
+gold scorer loaded from a working directory's ``data/posts.jsonl``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from r2m.data.gold import GoldJudge
+from r2m.data.io import read_jsonl
+from r2m.data.task import Post
 from r2m.judges.base import Judge, PairwiseItem, Preference, Verdict
+from r2m.paths import Paths
 
 
 class UnknownPostError(KeyError):
@@ -61,3 +66,23 @@ class GoldPairwiseJudge(Judge):
         return Verdict(
             item_id=item.id, preferred=preferred, reason=reason, raw=reason, score_a=score_a, score_b=score_b
         )
+
+
+def load_gold(paths: Paths):
+    """``(posts, gold_fn)`` for the embedded task, where ``gold_fn(post_ids, completions) -> scores``;
+    ``(None, None)`` for real datasets (no ``posts.jsonl``, so no gold judge)."""
+    posts_file = paths.data / "posts.jsonl"
+    if not posts_file.exists():
+        return None, None
+    posts = {p["id"]: Post.from_dict(p) for p in read_jsonl(posts_file)}
+    judge = GoldJudge()
+
+    def gold_fn(post_ids, completions) -> list[float]:
+        return [judge.score(posts[i], c) for i, c in zip(post_ids, completions, strict=True)]
+
+    return posts, gold_fn
+
+
+def gold_judge(posts, gold_fn) -> GoldPairwiseJudge:
+    """The embedded task's gold scorer as a pairwise judge (``posts``, ``gold_fn`` from :func:`load_gold`)."""
+    return GoldPairwiseJudge(lambda post, text: gold_fn([post.id], [text])[0], posts)

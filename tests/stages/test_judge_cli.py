@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from r2m.cli import main
 from r2m.data.io import read_jsonl
-from tasks.common import Paths, load_gold
+from r2m.judges.gold import load_gold
+from r2m.paths import Paths
 from tests.conftest import make_workdir
 
 
@@ -137,6 +138,6 @@ def test_judge_openai_cli_tracks_in_mlflow_caches_and_never_leaks_the_key(tiny_p
 )
 def test_reports_of_different_judges_go_to_different_directories(repo, overrides, label):
     from r2m.config import load_config
-    from tasks.judging import judge_label
+    from r2m.judges.factory import judge_label
 
     assert judge_label(load_config(repo / "params.yaml", overrides=overrides)) == label

@@ -10,9 +10,10 @@ import torch
 from transformers import TrainerCallback
 
 from r2m.config import load_config
+from r2m.paths import Paths
+from r2m.rl.assembly import build_run
 from r2m.rl.runner import train_rounds
-from tasks.common import Paths
-from tasks.rl import build_run, write_outputs
+from tasks.rl import write_outputs
 
 
 class Crash(TrainerCallback):

@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from r2m.data.io import PAIR_SCHEMA, DataValidationError, read_jsonl
 from r2m.models.reward_model import RewardModel
+from r2m.paths import Paths
 from tasks import evaluate, prepare, report, reward_model, rl
-from tasks.common import Paths
 from tests.conftest import make_workdir
 
 

@@ -1,0 +1,205 @@
+"""Markdown tables of the results: the pipeline's summary (``metrics/summary.md``, the table the README shows) and
+the judge reports of ``r2m judge`` / ``r2m evaluate`` (``reports/<judge>/*.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from r2m.config import Config
+
+# ---- the pipeline's summary table (report stage) -------------------------------------------------------------------
+
+COLUMNS = [
+    ("run", "run", None),
+    ("win rate vs ref", "vs_reference.win_rate_ties_half", "{:.2f}"),
+    ("95% CI", "vs_reference.ci", None),
+    ("win rate vs SFT", "vs_sft.win_rate_ties_half", "{:.2f}"),
+    ("RM acc (RM-test)", "rm_test.accuracy", "{:.3f}"),
+    ("RM acc (policy pairs)", "rm_policy_pairs.accuracy", "{:.3f}"),
+    ("proxy start -> end", "proxy", None),
+    ("gold start -> peak -> end", "gold", None),
+    ("KL end", "rl.kl_to_ref_final", "{:.1f}"),
+    ("rep. trigrams end", "rl.repeated_trigrams_final", "{:.1f}"),
+    ("words end", "rl.completion_words_final", "{:.1f}"),
+    ("s/step", "rl.seconds_per_step", "{:.2f}"),
+    ("peak RSS GB", "rl.peak_rss_gb", "{:.2f}"),
+]
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def summary_row(run: str, rl: dict, ev: dict) -> dict:
+    row = {"run": run, "rl": rl, **ev}
+    vr = ev.get("vs_reference") or {}
+    if vr.get("ci_low") is not None:
+        row["vs_reference"] = {**vr, "ci": f"[{vr['ci_low']:.2f}, {vr['ci_high']:.2f}]"}
+    if "proxy_reward_initial" in rl:
+        row["proxy"] = f"{rl['proxy_reward_initial']:.2f} -> {rl['proxy_reward_final']:.2f}"
+    if "gold_score_initial" in rl:
+        row["gold"] = (
+            f"{rl['gold_score_initial']:.2f} -> {rl['gold_peak_ma']:.2f} (step {rl['gold_peak_step']})"
+            f" -> {rl['gold_score_final']:.2f}"
+        )
+    return row
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(c for c, _, _ in COLUMNS) + " |"
+    sep = "|" + "---|" * len(COLUMNS)
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            v = _get(r, key)
+            cells.append("-" if v is None else (fmt.format(v) if fmt else str(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_header(cfg: Config, rm: dict, sft: dict) -> str:
+    """The line above the summary table, from ``metrics/reward_model.json`` and ``metrics/sft.json``."""
+    return (
+        f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. Vanilla RM held-out accuracy "
+        f"{rm['test_accuracy']:.3f} ({rm['n_train']} training pairs). SFT gold mean "
+        f"{sft.get('gold_mean', float('nan')):.2f}.\n\n"
+    )
+
+
+def hidden_state_line(hs: dict) -> str:
+    """One summary line from ``metrics/hidden_states.json``: per policy, the within-vs-across cosine gap (with its
+    permutation p-value) and the Spearman correlation of pair cosine with |reward difference| at the last analysed
+    layer ("" if incomplete)."""
+    layers, policies = hs.get("layers") or [], hs.get("policies") or {}
+    if not layers or not policies:
+        return ""
+    last = str(layers[-1])
+    parts = []
+    for name in sorted(policies, key=lambda name: name != "sft"):  # the SFT policy first
+        s = (policies[name].get("layers") or {}).get(last) or {}
+        if all(isinstance(s.get(k), int | float) for k in ("gap", "pair_spearman")):
+            p_value = f" (p {s['gap_p_value']:.3f})" if isinstance(s.get("gap_p_value"), int | float) else ""
+            parts.append(f"{name} gap {s['gap']:+.3f}{p_value}, Spearman {s['pair_spearman']:+.2f}")
+    if not parts:
+        return ""
+    return (
+        f"Hidden states ({hs.get('n', '?')} RM-test pairs, layer {last}): within-minus-across-label cosine gap and "
+        f"Spearman(pair cosine, |reward difference|): {'; '.join(parts)}.\n\n"
+    )
+
+
+# ---- judge reports (r2m judge / r2m evaluate) ----------------------------------------------------------------------
+
+
+def _rate(rep: dict) -> str:
+    if rep.get("win_rate_ties_half") is None:
+        return "-"
+    return f"{rep['win_rate_ties_half']:.2f} [{rep['ci_low']:.2f}, {rep['ci_high']:.2f}]"
+
+
+def _fmt(value: Any, spec: str = "{:.2f}") -> str:
+    return "-" if value is None else spec.format(value)
+
+
+WIN_HEADER = (
+    "| A | B | n | wins / ties / losses / invalid | win rate | win rate (ties 1/2) [95% CI] | LC win rate "
+    "| position consistency | agreement with gold |\n|---|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def _agreement(rep: dict) -> str:
+    g = rep.get("gold_agreement")
+    if not g or g["agreement"] is None:
+        return "-"
+    return f"{g['agreement']:.2f} ({g['n_compared']})"
+
+
+def win_row(a: str, b: str, rep: dict) -> str:
+    """One Markdown row of the win-rate table."""
+    counts = f"{rep['wins']} / {rep['ties']} / {rep['losses']} / {rep['invalid']}"
+    return (
+        f"| {a} | {b} | {rep['n']} | {counts} | {_fmt(rep['win_rate'])} | {_rate(rep)} | "
+        f"{_fmt(rep.get('lc_win_rate'))} | {_fmt(rep['position_consistency'])} | {_agreement(rep)} |\n"
+    )
+
+
+def _usage_line(u: dict) -> str:
+    """``Judge usage: requests 12, cache_hits 0, ...`` from a judge's usage counters."""
+    items = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in u.items() if isinstance(v, int | float)]
+    return f"Judge usage: {', '.join(items)}.\n" if items else ""
+
+
+def render_comparison(label: str, n_prompts: int, a: str, b: str, report: dict, usage: dict) -> str:
+    """The Markdown of one ``r2m judge`` comparison: a one-row win-rate table and the judge's usage."""
+    md = f"Judge `{label}` on {n_prompts} eval prompts, both orders.\n\n"
+    md += WIN_HEADER + win_row(a, b, report)
+    return md + "\n" + _usage_line(usage)
+
+
+def calibrated_table(win: list[dict]) -> str:
+    """The position-calibrated rates (judges that report P(A), P(B)); "" when no comparison has them."""
+    rows = [w for w in win if w.get("position_calibrated")]
+    if not rows:
+        return ""
+    out = (
+        "\nPosition-calibrated (the winner by P(A), P(B) averaged over both orders; Wang et al. 2023):\n\n"
+        "| A | B | wins / ties / losses / invalid | win rate (ties 1/2) [95% CI] | agreement with gold |\n"
+        "|---|---|---|---|---|\n"
+    )
+    for w in rows:
+        c = w["position_calibrated"]
+        counts = f"{c['wins']} / {c['ties']} / {c['losses']} / {c['invalid']}"
+        out += f"| {w['a']} | {w['b']} | {counts} | {_rate(c)} | {_agreement(c)} |\n"
+    return out
+
+
+def render_report(cfg: Config, label: str, report: dict) -> str:
+    """The Markdown evaluation report of ``r2m evaluate`` (``report`` as written to ``reports/<judge>/report.json``)."""
+    lines = [
+        f"# Evaluation report: judge `{label}`\n\n",
+        f"Profile `{cfg.profile}`, seed {cfg.seed}, {report['n_prompts']} eval prompts; every pair judged in both "
+        "orders (disagreement = tie, unparseable = invalid, excluded from rates). 95% CI: bootstrap over prompts. "
+        "LC: length-controlled (AlpacaEval-2 style, word counts).\n\n",
+        "## Win rates (A = model under test)\n\n",
+        WIN_HEADER + "".join(win_row(w["a"], w["b"], w) for w in report["win_rates"]),
+        calibrated_table(report["win_rates"]),
+        "\n## Reward-model accuracy (strict: ties are wrong)\n\n",
+        "| run | held-out pairs: acc / ECE (n) | policy pairs labelled by this judge*: acc / ECE (n) |\n",
+        "|---|---|---|\n",
+    ]
+    for run, a in report["reward_accuracy"].items():
+        cells = []
+        for k in ("rm_test", "policy_pairs"):
+            v = a.get(k)
+            cells.append("-" if not v else f"{v['accuracy']:.3f} / {v['ece']:.3f} ({v['n']})")
+        lines.append(f"| {run} | {cells[0]} | {cells[1]} |\n")
+    lines.append(
+        "\n*Two samples per prompt from the final policy; pairs the judge ties are dropped; a judge reporting P(A), "
+        "P(B) labels by its position-calibrated verdicts.\n"
+    )
+    lines.append("\n## Over-optimisation (RL run: proxy vs gold reward)\n\n")
+    lines.append("| run | proxy start -> end | gold start -> peak (step) -> end | KL end | words end |\n")
+    lines.append("|---|---|---|---|---|\n")
+    for run, o in report["over_optimisation"].items():
+        if not o:
+            lines.append(f"| {run} | - | - | - | - |\n")
+            continue
+        gold = (
+            f"{_fmt(o.get('gold_score_initial'))} -> {_fmt(o.get('gold_peak_ma'))} ({o.get('gold_peak_step', '-')})"
+            f" -> {_fmt(o.get('gold_score_final'))}"
+        )
+        proxy = f"{_fmt(o.get('proxy_reward_initial'))} -> {_fmt(o.get('proxy_reward_final'))}"
+        lines.append(
+            f"| {run} | {proxy} | {gold} | {_fmt(o.get('kl_to_ref_final'), '{:.1f}')} | "
+            f"{_fmt(o.get('completion_words_final'), '{:.1f}')} |\n"
+        )
+    lines.append("\nPlots: `plots/proxy_vs_gold.png`, `plots/gold_vs_kl.png`, `plots/length.png`.\n")
+    line = _usage_line(report["usage"])
+    if line:
+        lines.append("\n" + line)
+    return "".join(lines)

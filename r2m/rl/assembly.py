@@ -1,0 +1,106 @@
+"""One RL run assembled from a working directory's files: the reward scorer of the method (vanilla, ``pretrained_rm``
+or an R2M variant), the reward callable, the run spec with its resume fingerprint (:func:`build_run`)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from r2m.config import Config
+from r2m.data.gold import GoldJudge
+from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
+from r2m.data.preferences import make_preference_pairs
+from r2m.evaluation.accuracy import pair_accuracy
+from r2m.judges.gold import load_gold
+from r2m.models.reward_model import RewardModel
+from r2m.paths import Paths
+from r2m.prompts import render_prompt, render_prompts
+from r2m.rl.policy_pass import PolicyMonitor
+from r2m.rl.r2m import R2MScorer, R2MUpdater, build_head, feedback_scorer
+from r2m.rl.reward import RewardFunction, VanillaScorer
+from r2m.rl.runner import RunSpec
+from r2m.rl.variants import VARIANTS
+from r2m.rm_train import train_reward_model
+
+
+def files_digest(*dirs: Path) -> str:
+    """Hash of the safetensors/json files of model dirs: the run's inputs, for the resume fingerprint."""
+    h = hashlib.sha256()
+    for d in dirs:
+        for f in sorted(Path(d).rglob("*")):
+            if f.suffix in {".safetensors", ".json"} and f.is_file():
+                h.update(f.relative_to(d).as_posix().encode())
+                h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def gold_labelled_pairs(posts: list, seed: int) -> list[dict]:
+    """Preference pairs for the RL prompts' posts with the gold ordering as the label (``pretrained_rm``)."""
+    rows = make_preference_pairs(posts, seed=seed, judge=GoldJudge())
+    return [r if r["label_agrees_with_gold"] else {**r, "chosen": r["rejected"], "rejected": r["chosen"]} for r in rows]
+
+
+def round_accuracy(rm, head, monitor, cfg: Config, pairs: list[dict], tok) -> dict:
+    """RM-test accuracy of the R2M reward with the current policy's feedback at t = T (strict)."""
+    render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
+    score = feedback_scorer(rm, head, monitor, render, max_length=cfg.reward_model.max_length)
+    return pair_accuracy(score, pairs[: cfg.r2m.round_eval_pairs])
+
+
+def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monitor: PolicyMonitor, tok):
+    """(scorer, extra_export, updater) for a method: one code path, switches from the variant table."""
+    if method == "vanilla":
+        return VanillaScorer(rm, max_length=cfg.reward_model.max_length), None, None
+    if method == "pretrained_rm":
+        posts, _ = load_gold(paths)
+        if posts is None:
+            raise ValueError("pretrained_rm needs gold labels for the RL prompts (the embedded task's posts.jsonl)")
+        ids = [r["post_id"] for r in read_jsonl(paths.data / "rl_prompts.jsonl")]
+        train_reward_model(rm, gold_labelled_pairs([posts[i] for i in ids], cfg.seed + 7), cfg.reward_model, cfg.seed)
+        return VanillaScorer(rm, max_length=cfg.reward_model.max_length), lambda d: rm.save(d / "reward_model"), None
+    variant = VARIANTS[method]
+    head = build_head(rm, monitor.reference.config.hidden_size, cfg, variant, str(paths.rm), str(paths.sft))
+    scorer = R2MScorer(rm, head, variant, cfg.reward_model.max_length, seed=cfg.seed)
+    test_pairs = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+
+    def export(d: Path) -> None:
+        head.save(d / "reward_head")
+        write_json(d / "rm_accuracy.json", round_accuracy(rm, head, monitor, cfg, test_pairs, tok))
+
+    return scorer, export, head
+
+
+def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpec, RewardFunction, object]:
+    """Everything :func:`r2m.rl.runner.train_rounds` needs for one run: the spec (with its resume fingerprint), the
+    reward callable (scorer + policy monitor + gold judge) and the tokenizer. R2M variants add their updater
+    callback."""
+    run = f"{algo}-{method}"
+    prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
+    tok = AutoTokenizer.from_pretrained(paths.sft)
+    prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
+    reference = AutoModelForCausalLM.from_pretrained(paths.sft, use_safetensors=True)
+    rm = RewardModel.load(paths.rm)
+    _, gold_fn = load_gold(paths)
+    monitor = PolicyMonitor(tok, reference, keep_feedback=method in VARIANTS and VARIANTS[method].use_attention)
+    scorer, export, head = build_scorer(method, rm, cfg, paths, monitor, tok)
+    reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn)
+    d = cfg.to_dict()
+    fingerprint = {
+        "algo": algo,
+        "method": method,
+        "seed": cfg.seed,
+        "rl": d["rl"],
+        "r2m": d["r2m"],
+        "policy": d["policy"],
+        "inputs": files_digest(paths.sft, paths.rm),
+        "n_prompts": len(prompts),
+    }
+    spec = RunSpec(algo, method, paths.rl_run(run), paths.sft, prompts, fingerprint, extra_export=export)
+    if head is not None:
+        updater = R2MUpdater(scorer, monitor, reward_fn, cfg)
+        spec.callbacks.append(updater)
+        spec.on_resume = updater.resume
+        spec.extra_metrics.append(lambda: updater.metrics)
+    return spec, reward_fn, tok
