@@ -1,10 +1,9 @@
-"""The Prefect flow: prepare -> sft -> reward_model -> rl (each algo x method) -> evaluate -> hidden_states -> report
--> register.
+"""The Prefect flow: every stage of the stage table (:mod:`tasks.stages`) in order, as Prefect tasks.
 
-Each task wraps the same stage function that ``dvc.yaml`` runs. ``hidden_states`` (the paper's hidden-state analysis
-of the SFT policy and every run's final policy) runs once after all RL runs and evaluations, before the report that
-quotes it. The RL task retries once: a retry resumes from the last finished round instead of starting over. One
-MLflow parent run per flow run, one nested run per stage.
+prepare -> sft -> reward_model -> rl and evaluate (each ``<algo>-<method>``) -> hidden_states -> report -> register.
+Each task runs the same stage function that ``dvc repro`` runs (``python -m tasks <stage>``). The RL task retries
+once: a retry resumes from the last finished round instead of starting over. One MLflow parent run per flow run,
+one nested run per stage.
 """
 
 from __future__ import annotations
@@ -16,20 +15,27 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from r2m.config import load_config
+from r2m.config import Config, load_config
 from r2m.env import set_offline_env
-from tasks import evaluate, hidden_states, prepare, register, report, reward_model, rl, sft
+from r2m.evaluation.report import timings_report
+from r2m.paths import Paths
+from tasks import stages
+from tasks.common import run_stage
 
 set_offline_env()
 
-prepare_task = task(name="prepare", cache_policy=NO_CACHE)(prepare.run)
-sft_task = task(name="sft", cache_policy=NO_CACHE)(sft.run)
-reward_model_task = task(name="reward_model", cache_policy=NO_CACHE)(reward_model.run)
-rl_task = task(name="rl", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)(rl.run)
-evaluate_task = task(name="evaluate", cache_policy=NO_CACHE)(evaluate.run)
-hidden_states_task = task(name="hidden_states", cache_policy=NO_CACHE)(hidden_states.run)
-report_task = task(name="report", cache_policy=NO_CACHE)(report.run)
-register_task = task(name="register", cache_policy=NO_CACHE)(register.run)
+
+def _stage_task(stage: stages.Stage):
+    """The Prefect task of one stage (no Prefect caching: DVC and the RL resume logic decide what to skip)."""
+
+    def run(cfg: Config, workdir: str, pipeline_id: str, mlflow: bool, run: str | None = None) -> dict:
+        return run_stage(stage.name, cfg, workdir, pipeline_id, mlflow, run=run)
+
+    run.__doc__ = stage.doc
+    return task(name=stage.name, cache_policy=NO_CACHE, retries=stage.prefect_retries, retry_delay_seconds=2)(run)
+
+
+TASKS = {s.name: _stage_task(s) for s in stages.STAGES}
 
 
 @flow(name="r2m-pipeline")
@@ -45,24 +51,24 @@ def pipeline(
     cfg = load_config(params, profile=profile, overrides=overrides or [])
     pid = f"prefect-{flow_run.get_id() or 'local'}"
     logger.info("profile=%s runs=%s workdir=%s", cfg.profile, cfg.run_names(), Path(workdir).resolve())
-    common = dict(workdir=workdir, pipeline_id=pid, mlflow=mlflow)
-    prepare_task(cfg, **common)
-    sft_task(cfg, **common)
-    reward_model_task(cfg, **common)
-    for algo in cfg.rl.algos:
-        for method in cfg.rl.methods:
-            name = f"{algo}-{method}"
-            rl_task.with_options(task_run_name=f"rl-{name}")(cfg, algo=algo, method=method, **common)
-            evaluate_task.with_options(task_run_name=f"evaluate-{name}")(cfg, algo=algo, method=method, **common)
-    hidden_states_task(cfg, **common)
-    summary = report_task(cfg, **common)
-    registered = register_task(cfg, **common)["registered"] if mlflow else None
+    results: dict[str, dict] = {}
+    for stage in stages.STAGES:
+        if stage.needs_mlflow and not mlflow:
+            logger.info("skipping %s (needs MLflow)", stage.name)
+            continue
+        t = TASKS[stage.name]
+        if stage.matrix:
+            for run in cfg.run_names():
+                t.with_options(task_run_name=f"{stage.name}-{run}")(cfg, workdir, pid, mlflow, run=run)
+        else:
+            results[stage.name] = t(cfg, workdir, pid, mlflow)
     if mlflow:
         from r2m import tracking
 
         tracking.finish_pipeline_run(pid)
-    create_markdown_artifact(
-        key="r2m-summary", markdown=summary["table"], description=f"R2M pipeline summary ({cfg.profile})"
-    )
-    logger.info("summary:\n%s", summary["table"])
-    return {"table": summary["table"], "registered": registered}
+    table = results["report"]["table"]
+    create_markdown_artifact(key="r2m-summary", markdown=table, description=f"R2M pipeline summary ({cfg.profile})")
+    timings = timings_report(Paths.of(cfg, workdir).timings, cfg.run_names())
+    logger.info("summary:\n%s\ntimings (wall clock, not reproducible):\n%s", table, timings)
+    registered = results["register"]["registered"] if "register" in results else None
+    return {"table": table, "timings": timings, "registered": registered}

@@ -35,5 +35,10 @@ class Paths:
     def rm(self) -> Path:
         return self.models / "rm"
 
+    @property
+    def timings(self) -> Path:
+        """Wall-clock and memory figures: never a DVC output, so the reproducible outputs stay byte-stable."""
+        return self.root / "timings"
+
     def rl_run(self, run: str) -> Path:
         return self.models / "rl" / run

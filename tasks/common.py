@@ -1,4 +1,5 @@
-"""Shared plumbing for the stages: paths, config loading for ``python -m tasks.<stage>``, MLflow stage runs."""
+"""Shared plumbing for the stages: running one stage of the table (``python -m tasks <stage>``, the Prefect flow,
+``r2m stage``) with its config view, threads and MLflow stage run."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from r2m.config import Config, load_config
-from r2m.env import set_offline_env
+from r2m.data.io import write_json
+from r2m.env import numerics_info, set_offline_env
 from r2m.paths import Paths  # noqa: F401  (re-exported until every caller imports r2m.paths)
+from tasks import stages
 
 set_offline_env()
 log = logging.getLogger("r2m")
@@ -42,9 +45,9 @@ def tracking_uri(cfg: Config, workdir: str | Path) -> str:
 
 @contextlib.contextmanager
 def tracked(
-    stage: str, cfg: Config, workdir: str | Path, pipeline_id: str | None, extra_params: dict | None = None
+    name: str, cfg: Config, workdir: str | Path, pipeline_id: str | None, params: dict | None = None
 ) -> Iterator[object]:
-    """An MLflow nested run for one stage (``mlflow.tracking_uri`` relative to the working directory)."""
+    """An MLflow nested run ``name`` (``mlflow.tracking_uri`` relative to the working directory) with ``params``."""
     from r2m import tracking
 
     tracking.configure(
@@ -52,81 +55,100 @@ def tracked(
         cfg.mlflow.experiment,
         artifact_location=str(Path(workdir).resolve() / "mlartifacts"),
     )
-    params = {"profile": cfg.profile, "seed": cfg.seed, **(extra_params or {}), **_stage_params(stage, cfg)}
     t0 = time.perf_counter()
-    with tracking.stage_run(stage, pipeline_id=pipeline_id, params=params) as run:
+    with tracking.stage_run(
+        name, pipeline_id=pipeline_id, params={"profile": cfg.profile, "seed": cfg.seed, **(params or {})}
+    ) as run:
         yield run
         tracking.log_metrics_dict({"stage_seconds": time.perf_counter() - t0})
 
 
-def _stage_params(stage: str, cfg: Config) -> dict:
-    d = cfg.to_dict()
-    sections = {
-        "prepare": ["data"],
-        "sft": ["policy", "tokenizer", "sft"],
-        "reward_model": ["reward_model"],
-        "rl": ["rl", "r2m"],
-        "evaluate": ["evaluate"],
-        "hidden_states": ["analysis"],
-    }.get(stage, [])
-    return {k: d[k] for k in sections}
-
-
-def stage_argparser(description: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--workdir", default=".")
-    ap.add_argument("--no-mlflow", action="store_true", help="do not log this stage to MLflow")
-    return ap
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return load_config(args.params, profile=args.profile, overrides=args.overrides)
-
-
 def set_threads(cfg: Config) -> None:
+    """``threads`` torch intra-op threads (0: torch's default). Results are bitwise reproducible only for a fixed
+    thread count (reductions split their work per thread), see docs/reproducibility.md."""
     import torch
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
 
 
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's global generators from ``seed``, before every stage: a stage's bytes then do
+    not depend on what ran before it in the same process (the Prefect flow runs all stages in one process,
+    ``dvc repro`` each in its own)."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
 def run_stage(
-    stage: str,
-    fn,
+    name: str,
     cfg: Config,
     workdir: str | Path = ".",
     pipeline_id: str | None = None,
     mlflow: bool = True,
+    run: str | None = None,
     **kwargs,
 ) -> dict:
-    """Run stage function ``fn(cfg, workdir, **kwargs) -> {"metrics": {...}, "artifacts": [...]}``, inside an
-    MLflow stage run unless ``mlflow`` is False; logs its metrics and artifacts."""
+    """Run stage ``name`` of the stage table (``run``: the ``<algo>-<method>`` of a matrix stage).
+
+    The stage function sees only the config it declares; its result ``{"metrics": {...}, "step_metrics": [...],
+    "artifacts": [...]}`` is logged to an MLflow stage run unless ``mlflow`` is False. ``kwargs`` go to the stage
+    function as they are (e.g. ``progress=False``).
+    """
+    stage = stages.get(name)
+    if stage.needs_mlflow and not mlflow:
+        raise ValueError(f"the {name} stage needs MLflow (it writes to the model registry)")
+    matrix = stage.matrix_kwargs(run)
+    view = stages.stage_config(cfg, stage)
+    set_threads(cfg)
+    seed_everything(cfg.seed)
+    fn = stage.function()
+    label = "-".join([name, *matrix.values()])
+    t0 = time.perf_counter()
     if not mlflow:
-        return fn(cfg, workdir, **kwargs)
+        result = fn(view, workdir, **matrix, **kwargs)
+        write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
+        return result
     from r2m import tracking
 
-    run_name = "-".join([stage, *[str(v) for v in kwargs.values()]])
-    with tracked(run_name, cfg, workdir, pipeline_id, extra_params=kwargs):
-        result = fn(cfg, workdir, **kwargs)
+    params = {**matrix, **stages.declared_params(cfg, stage)}
+    with tracked(label, cfg, workdir, pipeline_id, params=params):
+        result = fn(view, workdir, **matrix, **kwargs)
         tracking.log_metrics_dict(result.get("metrics", {}))
         for rows in result.get("step_metrics", []):
             tracking.log_step_metrics(rows)
         for path in result.get("artifacts", []):
             tracking.log_artifacts(path)
+        timings = write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
+        tracking.log_metrics_dict({f"timing.{k}": v for k, v in timings.items() if isinstance(v, int | float)})
     return result
 
 
-def stage_main(stage: str, fn, doc: str | None, run_args: tuple[str, ...] = ()) -> None:
-    """``python -m tasks.<stage>``: what ``dvc.yaml`` calls. ``run_args`` are extra ``--name`` options passed to
-    ``fn`` as keyword arguments (e.g. ``--algo grpo --method vanilla``)."""
-    ap = stage_argparser(doc or stage)
-    for name in run_args:
-        ap.add_argument(f"--{name}", required=True)
-    a = ap.parse_args()
-    cfg = config_from_args(a)
-    kwargs = {name: getattr(a, name) for name in run_args}
-    run_stage(stage, fn, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, **kwargs)
+def write_timings(paths: Paths, label: str, seconds: float, result: dict) -> dict:
+    """``timings/<label>.json``: the stage's wall-clock seconds, what it timed itself, and the numerics in force.
+    Kept out of every DVC output, so that the reproducible outputs (and ``dvc.lock``) stay byte-stable."""
+    out = {"stage_seconds": seconds, **result.get("timings", {}), "numerics": numerics_info()}
+    write_json(paths.timings / f"{label}.json", out)
+    return out
+
+
+def stage_main(argv: list[str] | None = None) -> None:
+    """``python -m tasks <stage> [--algo A --method M]``: what ``dvc.yaml`` runs, one process per stage."""
+    ap = argparse.ArgumentParser(prog="python -m tasks", description="run one pipeline stage (what dvc repro runs)")
+    ap.add_argument("stage", choices=stages.NAMES)
+    ap.add_argument("--algo", help="matrix stages (rl, evaluate): the RL algorithm")
+    ap.add_argument("--method", help="matrix stages (rl, evaluate): the method")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--workdir", default=".")
+    ap.add_argument("--no-mlflow", action="store_true", help="do not log this stage to MLflow")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(a.params, profile=a.profile, overrides=a.overrides)
+    stage = stages.get(a.stage)
+    if stage.matrix and not (a.algo and a.method):
+        ap.error(f"stage {a.stage} runs per <algo>-<method>: pass --algo and --method")
+    run = f"{a.algo}-{a.method}" if stage.matrix else None
+    run_stage(a.stage, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, run=run)

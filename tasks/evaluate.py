@@ -22,11 +22,9 @@ from r2m.evaluation.text_stats import batch_stats
 from r2m.judges.gold import gold_judge, load_gold
 from r2m.models.builders import load_causal_lm
 from r2m.paths import SFT_GENERATIONS, Paths
-from tasks.common import run_stage, set_threads, stage_main
 
 
 def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla") -> dict:
-    set_threads(cfg)
     paths = Paths.of(cfg, workdir)
     run = f"{algo}-{method}"
     policy_dir = paths.rl_run(run) / "final" / "policy"
@@ -60,18 +58,3 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     )
     write_json(out / f"{run}.json", metrics)
     return {"metrics": metrics}
-
-
-def run(
-    cfg: Config,
-    workdir: str | Path = ".",
-    pipeline_id: str | None = None,
-    mlflow: bool = True,
-    algo: str = "grpo",
-    method: str = "vanilla",
-) -> dict:
-    return run_stage("evaluate", evaluate, cfg, workdir, pipeline_id, mlflow, algo=algo, method=method)
-
-
-if __name__ == "__main__":
-    stage_main("evaluate", evaluate, __doc__, run_args=("algo", "method"))

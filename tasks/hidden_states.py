@@ -25,7 +25,6 @@ from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
 from r2m.evaluation.hidden_analysis import analyse_policy, policy_dirs, vanilla_rewards
 from r2m.evaluation.hidden_plots import plot_label_similarity, plot_similarity_vs_reward
 from r2m.paths import Paths
-from tasks.common import run_stage, set_threads, stage_main
 
 log = logging.getLogger("r2m")
 
@@ -36,8 +35,6 @@ REWARD_PLOT = "hidden_states_reward.png"
 
 def hidden_states(cfg: Config, workdir: str | Path = ".") -> dict:
     """Analyse every available policy; write the metrics JSON and the two plots (module docstring)."""
-    set_threads(cfg)
-    t0 = time.perf_counter()
     paths = Paths.of(cfg, workdir)
     n = cfg.analysis.n_pairs
     rows = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)[:n]
@@ -48,11 +45,12 @@ def hidden_states(cfg: Config, workdir: str | Path = ".") -> dict:
         log.info("hidden_states: no final policy for %s; analysing %s", ", ".join(missing), ", ".join(policies))
     r_chosen, r_rejected = vanilla_rewards(cfg, paths, rows)
     abs_diff = (r_chosen - r_rejected).abs()
-    results, pair_cos = {}, {}
+    results, pair_cos, timings = {}, {}, {}
     for name, d in policies.items():
         t = time.perf_counter()
         results[name], pair_cos[name] = analyse_policy(d, cfg, rows, (r_chosen, r_rejected))
-        log.info("hidden_states: %s analysed in %.1f s", name, time.perf_counter() - t)
+        timings[f"{name}_seconds"] = time.perf_counter() - t
+        log.info("hidden_states: %s analysed in %.1f s", name, timings[f"{name}_seconds"])
     layers = list(results["sft"])
     out = {
         "n": len(rows),
@@ -85,7 +83,6 @@ def hidden_states(cfg: Config, workdir: str | Path = ".") -> dict:
             spearman={name: per_layer[layers[-1]]["pair_spearman"] for name, per_layer in results.items()},
         ),
     ]
-    out["seconds"] = time.perf_counter() - t0
     write_json(paths.metrics / METRICS_FILE, out)
     metrics = {
         f"{name}.layer{layer}.{key}": value
@@ -93,12 +90,4 @@ def hidden_states(cfg: Config, workdir: str | Path = ".") -> dict:
         for layer, s in per_layer.items()
         for key, value in s.items()
     }
-    return {"metrics": metrics, "artifacts": [paths.metrics / METRICS_FILE, *plots], "summary": out}
-
-
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
-    return run_stage("hidden_states", hidden_states, cfg, workdir, pipeline_id, mlflow)
-
-
-if __name__ == "__main__":
-    stage_main("hidden_states", hidden_states, __doc__)
+    return {"metrics": metrics, "artifacts": [paths.metrics / METRICS_FILE, *plots], "summary": out, "timings": timings}

@@ -13,7 +13,7 @@ from r2m.data.gold import GoldJudge
 from r2m.data.io import write_json, write_jsonl
 from r2m.data.preferences import make_preference_pairs, pair_stats
 from r2m.data.task import format_completion, format_prompt, generate_posts
-from tasks.common import Paths, run_stage, stage_main
+from tasks.common import Paths
 
 
 def prompt_row(post) -> dict:
@@ -59,11 +59,3 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
     metrics = {"counts": counts, "pairs": stats, "reference_gold_mean": sum(ref_gold) / max(1, len(ref_gold))}
     write_json(paths.metrics / "prepare.json", metrics)
     return {"data": str(out), "metrics": metrics}
-
-
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
-    return run_stage("prepare", prepare, cfg, workdir, pipeline_id, mlflow)
-
-
-if __name__ == "__main__":
-    stage_main("prepare", prepare, __doc__)

@@ -2,7 +2,8 @@
 
 Versions get the alias ``candidate``; ``r2m promote`` moves ``champion`` to a candidate that passes the gate.
 "Best" = highest gold win rate vs the reference summaries (ties as half); every run's metrics are logged beside it.
-Writes ``metrics/register.json`` (names and versions).
+Writes ``registry.json`` beside ``mlflow.db`` (names and versions): the registry's state, not a reproducible
+output, so it is no DVC output (the stage's effect is the MLflow registry itself).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import read_json, write_json
-from tasks.common import Paths, run_stage, stage_main
+from tasks.common import Paths
 
 PROMOTION_METRIC = "win_rate_vs_reference"
+REGISTRY_FILE = "registry.json"
 
 
 def pick_best(paths: Paths, runs: list[str]) -> tuple[str, float | None]:
@@ -36,7 +38,7 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
     best, wr = pick_best(paths, cfg.run_names())
     active = mlflow.active_run()
     if active is None:
-        raise RuntimeError("register must run inside an MLflow stage run (use tasks.register.run)")
+        raise RuntimeError("register must run inside an MLflow stage run (tasks.common.run_stage with mlflow=True)")
     run_id = active.info.run_id
     prefix = cfg.mlflow.registry_prefix
     metrics = {PROMOTION_METRIC: wr} if wr is not None else {}
@@ -68,15 +70,5 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
     }
     if head_runs:
         out["reward_head"] = {"name": f"{prefix}-reward-head", "version": hv, "run": head_run}
-    write_json(paths.metrics / "register.json", out)
+    write_json(paths.root / REGISTRY_FILE, out)
     return {"metrics": {"policy_version": pv, "reward_model_version": rv}, "registered": out}
-
-
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
-    if not mlflow:
-        raise ValueError("the register stage needs MLflow (it writes to the model registry)")
-    return run_stage("register", register, cfg, workdir, pipeline_id, mlflow)
-
-
-if __name__ == "__main__":
-    stage_main("register", register, __doc__)

@@ -15,7 +15,6 @@ from r2m.evaluation.plots import plot_gold_vs_kl, plot_length, plot_proxy_vs_gol
 from r2m.evaluation.report import hidden_state_line, markdown_table, summary_header, summary_row
 from r2m.paths import Paths
 from r2m.rl.runner import load_rows
-from tasks.common import run_stage, stage_main
 
 
 def report(cfg: Config, workdir: str | Path = ".") -> dict:
@@ -47,11 +46,3 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
         "artifacts": [*plots, paths.metrics / "summary.md"],
         "table": table,
     }
-
-
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
-    return run_stage("report", report, cfg, workdir, pipeline_id, mlflow)
-
-
-if __name__ == "__main__":
-    stage_main("report", report, __doc__)

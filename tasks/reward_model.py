@@ -15,11 +15,9 @@ from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
 from r2m.evaluation.accuracy import length_split_accuracy, reward_accuracy_report
 from r2m.paths import Paths
 from r2m.rm_train import load_trunk, score_pairs, train_reward_model
-from tasks.common import run_stage, set_threads, stage_main
 
 
 def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
-    set_threads(cfg)
     paths = Paths.of(cfg, workdir)
     train = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
     test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
@@ -38,19 +36,10 @@ def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) 
         "n_train": len(train),
         "n_test": len(test),
         "loss_final": losses[-1] if losses else None,
-        "train_seconds": seconds,
         **length_split_accuracy(test, te_c, te_r),
     }
     if all("label_agrees_with_gold" in r for r in test):
         metrics["test_label_agreement_with_gold"] = sum(r["label_agrees_with_gold"] for r in test) / len(test)
     rm.save(paths.rm, extra={"source_trunk": cfg.reward_model.trunk, "train_trunk": cfg.reward_model.train_trunk})
     write_json(paths.metrics / "reward_model.json", metrics)
-    return {"model": str(paths.rm), "metrics": metrics}
-
-
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
-    return run_stage("reward_model", reward_model, cfg, workdir, pipeline_id, mlflow)
-
-
-if __name__ == "__main__":
-    stage_main("reward_model", reward_model, __doc__)
+    return {"model": str(paths.rm), "metrics": metrics, "timings": {"train_seconds": seconds}}

@@ -13,10 +13,10 @@ from r2m.config import Config
 from r2m.data.io import read_json, write_json
 from r2m.paths import Paths
 from r2m.rl.assembly import build_run
-from r2m.rl.runner import SUMMARY_KEYS, load_rows, summarise, train_rounds
-from tasks.common import run_stage, set_threads, stage_main
+from r2m.rl.callbacks import read_rows
+from r2m.rl.runner import SUMMARY_KEYS, load_rows, summarise, summarise_timings, train_rounds
 
-STEP_COLUMNS = ("step", *SUMMARY_KEYS, "gold_group_std", "loss", "grad_norm", "step_time_s", "rss_gb")
+STEP_COLUMNS = ("step", *SUMMARY_KEYS, "gold_group_std", "loss", "grad_norm")
 
 
 def write_steps_csv(rows: list[dict], path: Path) -> None:
@@ -27,10 +27,10 @@ def write_steps_csv(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
-def write_outputs(paths: Paths, run: str, status: dict) -> dict:
+def write_outputs(paths: Paths, run: str) -> dict:
     """Summary JSON + per-step CSV from the run's metrics; returns the summary."""
     rows = load_rows(paths.rl_run(run))
-    summary = {**summarise(rows), "resumed_from_step": status["resumed_from"]}
+    summary = summarise(rows)
     rounds = sorted(paths.rl_run(run).glob("round_*/rm_accuracy.json"), key=lambda p: int(p.parent.name[6:]))
     if rounds:
         summary["rm_test_accuracy_per_round"] = [read_json(p)["accuracy"] for p in rounds]
@@ -42,27 +42,17 @@ def write_outputs(paths: Paths, run: str, status: dict) -> dict:
 def rl(
     cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla", progress: bool = True
 ) -> dict:
-    set_threads(cfg)
     paths = Paths.of(cfg, workdir)
     spec, reward_fn, tok = build_run(cfg, paths, algo, method)
     status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
-    summary = write_outputs(paths, f"{algo}-{method}", status)
+    summary = write_outputs(paths, f"{algo}-{method}")
     per_round = summary.get("rm_test_accuracy_per_round", [])
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
     round_rows = [{"step": (k + 1) * steps_per_round, "r2m_rm_test_accuracy": a} for k, a in enumerate(per_round)]
-    return {"run_dir": str(spec.run_dir), "metrics": summary, "step_metrics": [load_rows(spec.run_dir), round_rows]}
-
-
-def run(
-    cfg: Config,
-    workdir: str | Path = ".",
-    pipeline_id: str | None = None,
-    mlflow: bool = True,
-    algo: str = "grpo",
-    method: str = "vanilla",
-) -> dict:
-    return run_stage("rl", rl, cfg, workdir, pipeline_id, mlflow, algo=algo, method=method)
-
-
-if __name__ == "__main__":
-    stage_main("rl", rl, __doc__, run_args=("algo", "method"))
+    timings = {**summarise_timings(read_rows(spec.timings)), "resumed_from_step": status["resumed_from"]}
+    return {
+        "run_dir": str(spec.run_dir),
+        "metrics": summary,
+        "step_metrics": [load_rows(spec.run_dir), round_rows, read_rows(spec.timings)],
+        "timings": timings,
+    }

@@ -19,11 +19,9 @@ from r2m.models.builders import build_policy
 from r2m.paths import SFT_GENERATIONS, Paths
 from r2m.prompts import render_prompt
 from r2m.sft import train_sft
-from tasks.common import run_stage, set_threads, stage_main
 
 
 def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
-    set_threads(cfg)
     paths = Paths.of(cfg, workdir)
     rows = read_jsonl(paths.data / "sft.jsonl", SFT_SCHEMA)
     t0 = time.perf_counter()
@@ -47,18 +45,9 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
         "steps": len(losses),
         "loss_first": losses[0] if losses else None,
         "loss_final": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
-        "train_seconds": train_s,
     }
     _, gold_fn = load_gold(paths)
     if gold_fn is not None:
         metrics["gold_mean"] = sum(gold_fn([r["post_id"] for r in eval_rows], gens)) / max(1, len(gens))
     write_json(paths.metrics / "sft.json", metrics)
-    return {"model": str(out), "metrics": metrics}
-
-
-def run(cfg: Config, workdir: str | Path = ".", pipeline_id: str | None = None, mlflow: bool = True) -> dict:
-    return run_stage("sft", sft, cfg, workdir, pipeline_id, mlflow)
-
-
-if __name__ == "__main__":
-    stage_main("sft", sft, __doc__)
+    return {"model": str(out), "metrics": metrics, "timings": {"train_seconds": train_s}}

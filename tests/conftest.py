@@ -41,12 +41,12 @@ def ci_cfg():
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, ci_cfg) -> Path:
     """prepare -> sft -> reward_model on the `ci` profile, without MLflow; shared by the stage tests."""
-    from tasks import prepare, reward_model, sft
+    from tasks.common import run_stage
 
     wd = make_workdir(tmp_path_factory.mktemp("pipeline"))
-    prepare.run(ci_cfg, wd, mlflow=False)
-    sft.run(ci_cfg, wd, mlflow=False)
-    reward_model.run(ci_cfg, wd, mlflow=False)
+    run_stage("prepare", ci_cfg, wd, mlflow=False)
+    run_stage("sft", ci_cfg, wd, mlflow=False)
+    run_stage("reward_model", ci_cfg, wd, mlflow=False)
     return wd
 
 

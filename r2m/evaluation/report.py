@@ -3,9 +3,11 @@ the judge reports of ``r2m judge`` / ``r2m evaluate`` (``reports/<judge>/*.md``)
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from r2m.config import Config
+from r2m.data.io import read_json
 
 # ---- the pipeline's summary table (report stage) -------------------------------------------------------------------
 
@@ -21,8 +23,15 @@ COLUMNS = [
     ("KL end", "rl.kl_to_ref_final", "{:.1f}"),
     ("rep. trigrams end", "rl.repeated_trigrams_final", "{:.1f}"),
     ("words end", "rl.completion_words_final", "{:.1f}"),
-    ("s/step", "rl.seconds_per_step", "{:.2f}"),
+]
+# wall-clock and memory, from timings/*.json (kept apart from the quality table, which is bitwise reproducible)
+TIMING_COLUMNS = [
+    ("run", "run", None),
+    ("RL s/step", "rl.seconds_per_step", "{:.3f}"),
+    ("R2M update s/step", "rl.r2m_update_seconds", "{:.3f}"),
     ("peak RSS GB", "rl.peak_rss_gb", "{:.2f}"),
+    ("RL stage s", "rl.stage_seconds", "{:.0f}"),
+    ("evaluate stage s", "evaluate.stage_seconds", "{:.0f}"),
 ]
 
 
@@ -49,17 +58,34 @@ def summary_row(run: str, rl: dict, ev: dict) -> dict:
     return row
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = "| " + " | ".join(c for c, _, _ in COLUMNS) + " |"
-    sep = "|" + "---|" * len(COLUMNS)
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str | None]] = COLUMNS) -> str:
+    head = "| " + " | ".join(c for c, _, _ in columns) + " |"
+    sep = "|" + "---|" * len(columns)
     lines = [head, sep]
     for r in rows:
         cells = []
-        for _, key, fmt in COLUMNS:
+        for _, key, fmt in columns:
             v = _get(r, key)
             cells.append("-" if v is None else (fmt.format(v) if fmt else str(v)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def timings_table(timings: dict[str, dict], runs: list[str]) -> str:
+    """Wall-clock table from ``timings/<stage>[-<run>].json`` contents keyed by file stem: one row per run, then one
+    line with the other stages' seconds."""
+    rows = [{"run": r, "rl": timings.get(f"rl-{r}", {}), "evaluate": timings.get(f"evaluate-{r}", {})} for r in runs]
+    per_run = {f"{s}-{r}" for r in runs for s in ("rl", "evaluate")}
+    others = ", ".join(
+        f"{k} {v['stage_seconds']:.0f} s" for k, v in timings.items() if k not in per_run and "stage_seconds" in v
+    )
+    return markdown_table(rows, TIMING_COLUMNS) + (f"\nOther stages: {others}.\n" if others else "")
+
+
+def timings_report(timings_dir: Path, runs: list[str]) -> str:
+    """:func:`timings_table` of the ``timings/*.json`` files under ``timings_dir`` (the last run of each stage)."""
+    found = {f.stem: read_json(f) for f in sorted(Path(timings_dir).glob("*.json"))}
+    return timings_table(found, runs)
 
 
 def summary_header(cfg: Config, rm: dict, sft: dict) -> str:

@@ -32,7 +32,7 @@ class R2MHeadConfig:
     use_attention: bool = True
     omega_floor: float = 0.6
     total_steps: int = 1
-    trunk: str = ""  # the reward-model directory whose trunk produces H
+    trunk: str = ""  # the reward-model directory whose trunk produces H (relative to the pipeline's working dir)
     policy: str = ""  # the policy directory whose hidden states are h
 
 

@@ -61,7 +61,8 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
         train_reward_model(rm, gold_labelled_pairs([posts[i] for i in ids], cfg.seed + 7), cfg.reward_model, cfg.seed)
         return VanillaScorer(rm, max_length=cfg.reward_model.max_length), lambda d: rm.save(d / "reward_model"), None
     variant = VARIANTS[method]
-    head = build_head(rm, monitor.reference.config.hidden_size, cfg, variant, str(paths.rm), str(paths.sft))
+    trunk, policy = (d.relative_to(paths.root).as_posix() for d in (paths.rm, paths.sft))  # not machine paths
+    head = build_head(rm, monitor.reference.config.hidden_size, cfg, variant, trunk, policy)
     scorer = R2MScorer(rm, head, variant, cfg.reward_model.max_length, seed=cfg.seed)
     test_pairs = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
 
@@ -97,7 +98,16 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         "inputs": files_digest(paths.sft, paths.rm),
         "n_prompts": len(prompts),
     }
-    spec = RunSpec(algo, method, paths.rl_run(run), paths.sft, prompts, fingerprint, extra_export=export)
+    spec = RunSpec(
+        algo,
+        method,
+        paths.rl_run(run),
+        paths.sft,
+        prompts,
+        fingerprint,
+        extra_export=export,
+        timings_file=paths.timings / "rl" / f"{run}.steps.jsonl",
+    )
     if head is not None:
         updater = R2MUpdater(scorer, monitor, reward_fn, cfg)
         spec.callbacks.append(updater)

@@ -27,20 +27,37 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class MetricsRecorder(TrainerCallback):
-    """Appends one JSON row per optimiser step to ``run_dir/metrics.jsonl``.
+def is_timing(key: str) -> bool:
+    """Wall-clock and memory figures (``step_time``, ``r2m_update_s``, ``rss_gb``, ...): they differ from run to run, so
+    they are kept apart from the quality metrics, which are bitwise reproducible."""
+    return key in TIMING_KEYS or key.endswith(("_s", "_seconds", "_time"))
 
-    On resume the rows past the checkpoint's step are dropped first, so the file always matches the policy.
+
+TIMING_KEYS = frozenset({"step_time", "rss_gb", "train_runtime", "train_samples_per_second", "train_steps_per_second"})
+
+
+class MetricsRecorder(TrainerCallback):
+    """Appends one JSON row per optimiser step to ``run_dir/metrics.jsonl`` (quality metrics) and the step's timings
+    (``step_time_s``, ``rss_gb``, TRL's and R2M's timers) to ``timings_file``.
+
+    On resume the rows past the checkpoint's step are dropped from both first, so they always match the policy.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int = 0, extras: list[Callable[[], dict]] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        timings_file: Path,
+        resume_step: int = 0,
+        extras: list[Callable[[], dict]] | None = None,
+    ) -> None:
         self.extras = extras or []  # e.g. the R2M updater's losses, merged into each step's row
         self.path = Path(run_dir) / METRICS_FILE
-        kept = [r for r in read_rows(self.path) if r["step"] <= resume_step]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.timings_file = Path(timings_file)
+        for path in (self.path, self.timings_file):
+            kept = [r for r in read_rows(path) if r["step"] <= resume_step]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._t0 = time.perf_counter()
-        self._step_time = float("nan")
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
@@ -49,17 +66,38 @@ class MetricsRecorder(TrainerCallback):
         if not logs or "loss" not in logs:  # only the per-step training logs (not the final summary)
             return
         # timed up to the log, which follows every callback's on_step_end (e.g. the R2M update), so it is included
-        self._step_time = time.perf_counter() - self._t0
+        step_time = time.perf_counter() - self._t0
         row = {"step": int(state.global_step)}
         for k, v in logs.items():
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 row[k] = float(v)
         for extra in self.extras:
             row.update(extra())
-        row["step_time_s"] = self._step_time
-        row["rss_gb"] = rss_gb()
+        timing = {"step": row["step"], **{k: row.pop(k) for k in list(row) if is_timing(k)}}
+        timing.update(step_time_s=step_time, rss_gb=rss_gb())
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        with self.timings_file.open("a") as f:
+            f.write(json.dumps(timing) + "\n")
+
+
+class CheckpointScrubber(TrainerCallback):
+    """Makes a saved checkpoint depend only on the run, not on the machine, the directory or the process: timings
+    are dropped from ``trainer_state.json``'s log history, and ``training_args.bin`` (a pickle of the arguments with
+    absolute paths) and TRL's model card (its tags in hash-seed-dependent set order) are removed; neither is read
+    on resume."""
+
+    def on_save(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        (ckpt / "training_args.bin").unlink(missing_ok=True)
+        (Path(args.output_dir) / "README.md").unlink(missing_ok=True)
+        state_file = ckpt / "trainer_state.json"
+        if state_file.exists():
+            data = json.loads(state_file.read_text())
+            data["log_history"] = [
+                {k: v for k, v in entry.items() if not is_timing(k)} for entry in data.get("log_history", [])
+            ]
+            state_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def fresh_dir(path: Path) -> Path:

@@ -25,7 +25,15 @@ from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
 
 from r2m.config import Config
-from r2m.rl.callbacks import MetricsRecorder, ProgressBar, RoundExporter, fresh_dir, publish_dir, read_rows
+from r2m.rl.callbacks import (
+    CheckpointScrubber,
+    MetricsRecorder,
+    ProgressBar,
+    RoundExporter,
+    fresh_dir,
+    publish_dir,
+    read_rows,
+)
 from r2m.rl.reward import RewardFunction
 from r2m.rl.variants import ALGOS
 
@@ -116,26 +124,52 @@ class RunSpec:
     extra_export: Callable[[Path], None] | None = None  # writes method-specific files into round/final dirs
     on_resume: Callable[[Path], None] | None = None  # restores method-specific state from a checkpoint
     extra_metrics: list[Callable[[], dict]] = field(default_factory=list)
+    # per-step wall-clock/memory rows; outside the runs directory, which holds only reproducible files
+    timings_file: Path | None = None  # default: <runs>.timings/<run>.jsonl
+
+    @property
+    def timings(self) -> Path:
+        runs = self.run_dir.parent
+        return self.timings_file or runs.with_name(f"{runs.name}.timings") / f"{self.run_dir.name}.jsonl"
+
+
+def stale_dir(run_dir: Path) -> Path:
+    """Where :func:`prepare_run_dir` moves an outdated ``run_dir``: ``<runs>.stale/<run>-<time>``."""
+    return run_dir.parent.with_name(f"{run_dir.parent.name}.stale") / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
     """Check the run directory against the fingerprint.
 
     Returns (checkpoint to resume from, already finished). A directory left by a run with a different
-    fingerprint is moved aside (``<run>.stale-<time>``), never overwritten.
+    fingerprint is moved aside to ``<runs>.stale/<run>-<time>`` (beside the runs directory, so that what depends on
+    the runs directory never sees it), never overwritten.
     """
     run_dir = spec.run_dir
     cfg_file = run_dir / "run_config.json"
     if run_dir.exists() and any(run_dir.iterdir()):
         old = json.loads(cfg_file.read_text()) if cfg_file.exists() else None
         if old != spec.fingerprint:
-            stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            stale = stale_dir(run_dir)
+            stale.parent.mkdir(parents=True, exist_ok=True)
             log.warning("%s was produced with another configuration; moved it to %s", run_dir, stale)
             run_dir.rename(stale)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file.write_text(json.dumps(spec.fingerprint, indent=2, sort_keys=True))
     done = (run_dir / "final" / "policy" / "config.json").exists()
     return latest_checkpoint(run_dir / "checkpoints"), done
+
+
+def load_checkpoint_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    """Load a checkpoint's policy weights into ``model`` exactly (strict).
+
+    transformers' Trainer resumes with a raw ``load_state_dict(strict=False)`` of the saved file, which silently
+    skips every weight that the model renames on load (GPT-NeoX's ``embed_out`` is saved under its checkpoint name
+    and loaded as ``lm_head``): the resumed run would continue with the SFT output head. ``from_pretrained`` applies
+    the renaming; the trainer's own load afterwards rewrites the other weights with the same values.
+    """
+    loaded = type(model).from_pretrained(str(ckpt), use_safetensors=True)
+    model.load_state_dict(loaded.state_dict(), strict=True)
 
 
 def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenizer, progress: bool = True) -> dict:
@@ -151,7 +185,8 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
             spec.on_resume(ckpt)
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
     callbacks = [
-        MetricsRecorder(spec.run_dir, resume_step=start, extras=spec.extra_metrics),
+        MetricsRecorder(spec.run_dir, spec.timings, resume_step=start, extras=spec.extra_metrics),
+        CheckpointScrubber(),
         RoundExporter(spec.run_dir, steps_per_round, tokenizer, spec.extra_export),
         *([ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
         *spec.callbacks,
@@ -176,6 +211,8 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     )
     trainer.remove_callback(PrinterCallback)  # raw log dicts every step; ProgressBar + metrics.jsonl replace them
     reward_fn.monitor.attach(trainer.model)
+    if ckpt is not None:
+        load_checkpoint_weights(trainer.model, ckpt)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
     tmp = fresh_dir(spec.run_dir / ".final.tmp")
     last_round = spec.run_dir / f"round_{cfg.rl.rounds}"
@@ -211,9 +248,17 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         i = max(range(len(ma)), key=ma.__getitem__)
         out["gold_peak_ma"] = ma[i]
         out["gold_peak_step"] = gold[i + w // 2][1]
-    times = [r["step_time_s"] for r in rows if r.get("step_time_s") == r.get("step_time_s")]
-    if times:
-        out["seconds_per_step"] = sum(times) / len(times)
+    return out
+
+
+def summarise_timings(rows: Sequence[dict]) -> dict:
+    """Wall-clock and memory of a run from its timing rows: mean seconds per step (R2M's update included), mean
+    seconds of the R2M update alone, peak resident memory."""
+    out: dict = {}
+    for key, name in (("step_time_s", "seconds_per_step"), ("r2m_update_s", "r2m_update_seconds")):
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            out[name] = sum(vals) / len(vals)
     rss = [r["rss_gb"] for r in rows if "rss_gb" in r]
     if rss:
         out["peak_rss_gb"] = max(rss)

@@ -36,7 +36,7 @@ def test_dvc_repro_then_nothing_to_reproduce(repo, tmp_path):
     for f in (
         "metrics/summary.json",
         "plots/proxy_vs_gold.png",
-        "metrics/register.json",
+        "registry.json",
         "metrics/hidden_states.json",
         "plots/hidden_states.png",
         "models/rl/grpo-vanilla/final/policy/model.safetensors",

@@ -41,7 +41,7 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
         "metrics/summary.json",
         "metrics/summary.md",
         "plots/proxy_vs_gold.png",
-        "metrics/register.json",
+        "registry.json",
         "metrics/hidden_states.json",
         "plots/hidden_states.png",
     ):
@@ -49,7 +49,7 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     hs = json.loads((wd / "metrics" / "hidden_states.json").read_text())
     assert set(hs["policies"]) == {"sft", "grpo-vanilla", "grpo-r2m"}
     assert "Hidden states" in (wd / "metrics" / "summary.md").read_text()
-    reg = json.loads((wd / "metrics" / "register.json").read_text())
+    reg = json.loads((wd / "registry.json").read_text())
 
     tracking.configure(f"sqlite:///{wd / 'mlflow.db'}", "r2m")
     client = mlflow.MlflowClient()

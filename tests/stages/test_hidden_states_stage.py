@@ -10,6 +10,7 @@ import pytest
 
 from r2m.evaluation.report import hidden_state_line
 from tasks import hidden_states
+from tasks.common import run_stage
 
 KEYS = {
     "within_chosen",
@@ -37,7 +38,7 @@ def workdir(tiny_pipeline, tmp_path):
 
 
 def test_sft_policy_alone(workdir, ci_cfg):
-    out = hidden_states.run(ci_cfg, workdir, mlflow=False)
+    out = run_stage("hidden_states", ci_cfg, workdir, mlflow=False)
     data = json.loads((workdir / "metrics" / "hidden_states.json").read_text())
     assert data == json.loads(json.dumps(out["summary"]))
     assert data["n"] == min(ci_cfg.analysis.n_pairs, ci_cfg.data.n_rm_test)
@@ -63,7 +64,7 @@ def test_sft_policy_alone(workdir, ci_cfg):
 def test_a_run_with_the_sft_weights_gives_the_sft_numbers(workdir, ci_cfg):
     run = ci_cfg.run_names()[0]
     shutil.copytree(workdir / "models" / "sft", workdir / "models" / "rl" / run / "final" / "policy")
-    data = hidden_states.run(ci_cfg, workdir, mlflow=False)["summary"]
+    data = run_stage("hidden_states", ci_cfg, workdir, mlflow=False)["summary"]
     assert list(data["policies"]) == ["sft", run]
     assert data["runs_without_final_policy"] == ci_cfg.run_names()[1:]
     assert data["policies"][run]["layers"] == data["policies"]["sft"]["layers"]

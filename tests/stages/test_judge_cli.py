@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from r2m.cli import main
+from flows.cli import main
 from r2m.data.io import read_jsonl
 from r2m.judges.gold import load_gold
 from r2m.paths import Paths

@@ -51,7 +51,8 @@ def test_crash_then_resume_from_last_round(tiny_pipeline, repo, tmp_path, method
     assert status == {"resumed_from": 4, "skipped": False}
     rows = [json.loads(x) for x in (spec.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the crashed step 5 row was replaced, not duplicated
-    assert write_outputs(paths, f"grpo-{method}", status)["resumed_from_step"] == 4
+    summary = write_outputs(paths, f"grpo-{method}")
+    assert summary["steps"] == 6 and "resumed_from_step" not in summary  # a resumed run's outputs carry no trace of it
 
     # finished: a rerun does nothing
     spec, reward_fn, tok = build_run(cfg, paths, "grpo", method)
@@ -61,5 +62,6 @@ def test_crash_then_resume_from_last_round(tiny_pipeline, repo, tmp_path, method
     cfg2 = load_config(repo / "params.yaml", profile="ci", overrides=["rl.steps=2", "rl.rounds=1"])
     spec, reward_fn, tok = build_run(cfg2, paths, "grpo", method)
     assert train_rounds(spec, cfg2, reward_fn, tok, progress=False) == {"resumed_from": 0, "skipped": False}
-    stale = [p for p in spec.run_dir.parent.iterdir() if p.name.startswith(f"grpo-{method}.stale-")]
+    stale_root = spec.run_dir.parent.with_name("rl.stale")
+    stale = [p for p in stale_root.iterdir() if p.name.startswith(f"grpo-{method}-")]
     assert len(stale) == 1 and (stale[0] / "final" / "policy").exists()

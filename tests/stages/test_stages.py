@@ -12,13 +12,13 @@ from transformers import AutoModelForCausalLM
 from r2m.data.io import PAIR_SCHEMA, DataValidationError, read_jsonl
 from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
-from tasks import evaluate, prepare, report, reward_model, rl
+from tasks.common import run_stage
 from tests.conftest import make_workdir
 
 
 def test_prepare_is_deterministic_and_valid(tiny_pipeline, ci_cfg, tmp_path):
     wd = make_workdir(tmp_path / "again")
-    prepare.run(ci_cfg, wd, mlflow=False)
+    run_stage("prepare", ci_cfg, wd, mlflow=False)
     for name in ("posts", "sft", "rm_train", "rm_test", "rl_prompts", "eval_prompts"):
         a = (tiny_pipeline / "data" / f"{name}.jsonl").read_bytes()
         assert a == (wd / "data" / f"{name}.jsonl").read_bytes(), name
@@ -65,7 +65,7 @@ def test_bad_pair_file_names_file_row_field_and_keeps_outputs(tiny_pipeline, ci_
     lines[4] = json.dumps(row)
     (wd / "data" / "rm_train.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataValidationError, match=r"rm_train.jsonl: row 5: field 'rejected': missing"):
-        reward_model.run(ci_cfg, wd, mlflow=False)
+        run_stage("reward_model", ci_cfg, wd, mlflow=False)
     assert (wd / "models" / "rm" / "head.safetensors").read_bytes() == before
 
 
@@ -74,7 +74,7 @@ def test_bad_pair_file_names_file_row_field_and_keeps_outputs(tiny_pipeline, ci_
     [("grpo", "vanilla"), ("rloo", "vanilla"), ("grpo", "r2m"), ("rloo", "iter_head"), ("grpo", "pretrained_rm")],
 )
 def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
-    out = rl.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method=method)
+    out = run_stage("rl", ci_cfg, tiny_pipeline, mlflow=False, run=f"{algo}-{method}")
     paths = Paths.of(ci_cfg, tiny_pipeline)
     run_dir = paths.rl_run(f"{algo}-{method}")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -94,7 +94,7 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
         assert len(out["metrics"]["rm_test_accuracy_per_round"]) == 2
     if method == "pretrained_rm":
         assert (run_dir / "final" / "reward_model" / "head.safetensors").exists()
-    ev = evaluate.run(ci_cfg, tiny_pipeline, mlflow=False, algo=algo, method=method)["metrics"]
+    ev = run_stage("evaluate", ci_cfg, tiny_pipeline, mlflow=False, run=f"{algo}-{method}")["metrics"]
     for key in ("vs_reference", "vs_sft"):
         assert ev[key]["n"] == 12 and 0.0 <= ev[key]["win_rate_ties_half"] <= 1.0
         assert ev[key]["ci_low"] <= ev[key]["win_rate_ties_half"] <= ev[key]["ci_high"]
@@ -106,7 +106,7 @@ def test_report_after_runs(tiny_pipeline, ci_cfg):
     for run in runs:
         if not (tiny_pipeline / "metrics" / "eval" / f"{run}.json").exists():
             pytest.skip("needs test_rl_then_evaluate first")
-    out = report.run(ci_cfg, tiny_pipeline, mlflow=False)
+    out = run_stage("report", ci_cfg, tiny_pipeline, mlflow=False)
     for name in ("proxy_vs_gold", "gold_vs_kl", "length"):
         assert (tiny_pipeline / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert all(run in out["table"] for run in runs)

@@ -2,12 +2,14 @@
 
 import math
 
+import pytest
 import torch
 
 from r2m.evaluation.text_stats import batch_stats, repeated_trigrams
+from r2m.rl.callbacks import is_timing
 from r2m.rl.policy_pass import PolicyPass, build_batch, completion_logprobs
 from r2m.rl.reward import RewardFunction, group_std
-from r2m.rl.runner import latest_checkpoint, summarise
+from r2m.rl.runner import latest_checkpoint, summarise, summarise_timings
 
 
 def test_build_batch_masks():
@@ -71,14 +73,19 @@ def test_reward_function_returns_scores_and_logs_metrics():
 
 
 def test_summarise_finds_gold_peak():
-    rows = [
-        {"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10), "step_time_s": 0.5, "rss_gb": 1.0 + i}
-        for i in range(40)
-    ]
+    rows = [{"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10)} for i in range(40)]
     s = summarise(rows)
     assert s["proxy_reward_final"] > s["proxy_reward_initial"]
     assert 8 <= s["gold_peak_step"] <= 14
-    assert s["seconds_per_step"] == 0.5 and s["peak_rss_gb"] == 40.0
+    assert not any(is_timing(k) for k in s)
+
+
+def test_timings_are_summarised_apart():
+    rows = [{"step": i + 1, "step_time_s": 0.5, "r2m_update_s": 0.1, "rss_gb": 1.0 + i} for i in range(40)]
+    t = summarise_timings(rows)
+    assert t == pytest.approx({"seconds_per_step": 0.5, "r2m_update_seconds": 0.1, "peak_rss_gb": 40.0})
+    assert is_timing("step_time") and is_timing("r2m_feedback_forward_s") and is_timing("rss_gb")
+    assert not is_timing("kl_to_ref") and not is_timing("r2m_bt") and not is_timing("proxy_group_std")
 
 
 def test_latest_checkpoint(tmp_path):

@@ -1,5 +1,5 @@
-"""``r2m``: run the pipeline (Prefect), one stage (as DVC does), schedule it, judge and evaluate its outputs, or
-promote a registered model."""
+"""``r2m``: run the pipeline (Prefect), one stage (as DVC does), schedule it, write ``dvc.yaml`` from the stage table,
+judge and evaluate its outputs, or promote a registered model."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import sys
 import click
 
 from r2m.env import set_offline_env
+from tasks import stages
 
 set_offline_env()
-
-STAGES = ("prepare", "sft", "reward_model", "rl", "evaluate", "hidden_states", "report", "register")
 
 
 @click.group()
@@ -50,25 +49,52 @@ def run(profile, params, overrides, workdir, methods, algos, no_mlflow) -> None:
         ov.append(f"rl.algos={json.dumps(list(algos))}")
     result = pipeline(profile=profile, overrides=ov, params=params, workdir=workdir, mlflow=not no_mlflow)
     click.echo(result["table"])
+    click.echo(f"Timings (wall clock; kept apart from the reproducible outputs, in {workdir}/timings/):")
+    click.echo(result["timings"])
 
 
 @main.command()
-@click.argument("name", type=click.Choice(STAGES))
 @_common
-@click.option("--algo", default="grpo", show_default=True)
-@click.option("--method", default="vanilla", show_default=True)
+def timings(profile, params, overrides, workdir) -> None:
+    """Print the wall-clock table of the last run of each stage (timings/*.json): RL seconds per step, the R2M
+    update's share, peak memory, stage seconds."""
+    from r2m.config import load_config
+    from r2m.evaluation.report import timings_report
+    from r2m.paths import Paths
+
+    cfg = load_config(params, profile=profile, overrides=list(overrides))
+    click.echo(timings_report(Paths.of(cfg, workdir).timings, cfg.run_names()))
+
+
+@main.command()
+@click.argument("name", type=click.Choice(stages.NAMES))
+@_common
+@click.option("--algo", default=None, help="matrix stages (rl, evaluate): the RL algorithm")
+@click.option("--method", default=None, help="matrix stages (rl, evaluate): the method")
 @click.option("--no-mlflow", is_flag=True)
 def stage(name, profile, params, overrides, workdir, algo, method, no_mlflow) -> None:
     """Run one stage (what ``dvc repro`` runs), without Prefect."""
-    import importlib
-
     from r2m.config import load_config
-    from tasks.common import dvc_pipeline_id
+    from tasks.common import dvc_pipeline_id, run_stage
 
     cfg = load_config(params, profile=profile, overrides=list(overrides))
-    mod = importlib.import_module(f"tasks.{name}")
-    kwargs = {"algo": algo, "method": method} if name in ("rl", "evaluate") else {}
-    mod.run(cfg, workdir, dvc_pipeline_id(cfg), mlflow=not no_mlflow, **kwargs)
+    run = f"{algo or cfg.rl.algos[0]}-{method or cfg.rl.methods[0]}" if stages.get(name).matrix else None
+    run_stage(name, cfg, workdir, dvc_pipeline_id(cfg), mlflow=not no_mlflow, run=run)
+
+
+@main.command("dvc-yaml")
+@click.option("--check", is_flag=True, help="only check that dvc.yaml is what the stage table generates")
+def dvc_yaml(check) -> None:
+    """Write dvc.yaml from the stage table (tasks/stages.py)."""
+    from tasks import dvc_yaml as gen
+
+    if check:
+        err = gen.check()
+        if err:
+            raise click.ClickException(err)
+        click.echo("dvc.yaml is up to date with the stage table")
+        return
+    click.echo(f"wrote {gen.write()}")
 
 
 @main.command()
