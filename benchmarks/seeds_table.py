@@ -2,7 +2,7 @@
 
     python benchmarks/seeds_table.py runs/seed0 runs/seed1
 
-Reads ``metrics/summary.json`` and ``metrics/rl/<run>.json`` of each working directory. The overhead ratios (R2M vs
+Reads ``metrics/summary.json`` and ``timings/rl-<run>.json`` of each working directory. The overhead ratios (R2M vs
 vanilla, seconds and peak RSS per RL step) compare runs of the same pipeline invocation, i.e. measured side by side.
 """
 
@@ -22,14 +22,15 @@ FIELDS = [
     ("gold peak (MA)", lambda r: r["rl"]["gold_peak_ma"]),
     ("KL final", lambda r: r["rl"]["kl_to_ref_final"]),
     ("rep. trigrams final", lambda r: r["rl"]["repeated_trigrams_final"]),
-    ("s/step", lambda r: r["rl"]["seconds_per_step"]),
-    ("peak RSS GB", lambda r: r["rl"]["peak_rss_gb"]),
+    ("s/step", lambda r: r["timings"]["seconds_per_step"]),
+    ("peak RSS GB", lambda r: r["timings"]["peak_rss_gb"]),
 ]
 
 
 def load(workdir: Path) -> dict[str, dict]:
     summary = json.loads((workdir / "metrics" / "summary.json").read_text())
-    return {r["run"]: r for r in summary["runs"]}
+    timings = lambda run: json.loads((workdir / "timings" / f"rl-{run}.json").read_text())  # noqa: E731
+    return {r["run"]: {**r, "timings": timings(r["run"])} for r in summary["runs"]}
 
 
 def main(dirs: list[str]) -> str:
@@ -47,8 +48,8 @@ def main(dirs: list[str]) -> str:
     for algo in sorted({r.split("-")[0] for r in runs}):
         van, r2m = f"{algo}-vanilla", f"{algo}-r2m"
         if all(van in s and r2m in s for s in per_seed):
-            t = [s[r2m]["rl"]["seconds_per_step"] / s[van]["rl"]["seconds_per_step"] for s in per_seed]
-            m = [s[r2m]["rl"]["peak_rss_gb"] / s[van]["rl"]["peak_rss_gb"] for s in per_seed]
+            t = [s[r2m]["timings"]["seconds_per_step"] / s[van]["timings"]["seconds_per_step"] for s in per_seed]
+            m = [s[r2m]["timings"]["peak_rss_gb"] / s[van]["timings"]["peak_rss_gb"] for s in per_seed]
             lines.append(
                 f"- {algo}: R2M / vanilla seconds per step {statistics.mean(t):.3f}, "
                 f"peak RSS {statistics.mean(m):.3f} (mean over {len(t)} seeds)"
