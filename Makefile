@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` (set-up + the default experiment) and `make test` (set-up + tests).
-.PHONY: setup run run-smol test lint
+# `make repro`: the same experiment through DVC (`dvc repro`, with the venv's python on PATH for the stage commands).
+.PHONY: setup run run-smol repro test lint dvc-yaml
 
 setup:
 	bash scripts/bootstrap.sh
@@ -9,6 +10,12 @@ run: setup
 
 run-smol: setup
 	.venv/bin/r2m run --profile smol
+
+repro: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
+
+dvc-yaml: setup
+	.venv/bin/r2m dvc-yaml
 
 test: setup
 	.venv/bin/ruff check r2m tasks flows tests benchmarks

@@ -1,4 +1,4 @@
-"""Process settings (``environment.md`` of the project's machines): offline-safe, no telemetry, slow-machine timeouts,
+"""Process settings (docs/reproducibility.md): offline-safe, no telemetry, slow-machine timeouts,
 and pinned CPU numerics so that the same seed and thread count give the same bytes on any x86-64 machine with AVX2
 (docs/reproducibility.md).
 

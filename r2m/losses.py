@@ -1,4 +1,4 @@
-"""R2M reward-model losses (spec: `spec/r2m.md`, "The R2M update after each policy step").
+"""R2M reward-model losses (docs/method.md, "Equations").
 
 Shapes: n = prompts, K = responses per prompt (the GRPO / RLOO group), rewards are [n, K].
 

@@ -1,4 +1,4 @@
-"""Time-step weight omega(t) on the original reward token embedding (spec: `spec/r2m.md`).
+"""Time-step weight omega(t) on the original reward token embedding (docs/method.md).
 
     omega(t) = max(0.5 * cos(pi * t / T) + 0.5, Omega)        H_fin = (1 - omega) * Hhat + omega * H
 

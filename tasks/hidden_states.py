@@ -1,6 +1,6 @@
 """Stage ``hidden_states``: do the policies' own hidden states separate preferred from dispreferred responses?
 
-The R2M paper's motivation analysis (``spec/r2m.md``), for the SFT policy and every RL run's final policy that exists
+The R2M paper's motivation analysis (docs/method.md), for the SFT policy and every RL run's final policy that exists
 (none is fine: then the SFT policy alone). On the first ``analysis.n_pairs`` RM-test pairs, each policy reads its
 rendered prompt + the chosen / rejected response; the response tokens' hidden states are mean-pooled at
 ``analysis.layers`` (``r2m.evaluation.hidden_states``). Per policy and layer:

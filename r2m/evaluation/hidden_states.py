@@ -1,6 +1,6 @@
 """Hidden-state analysis: do the policy's own hidden states separate preferred from dispreferred responses?
 
-R2M's motivation (``spec/r2m.md``, "Hidden-state analysis"): mean-pooled policy hidden states of chosen responses are
+R2M's motivation (docs/method.md): mean-pooled policy hidden states of chosen responses are
 more similar to each other than to rejected ones, the gap grows with depth, and hidden-state similarity falls as the
 reward difference grows. This module is the maths (no file I/O); :mod:`r2m.evaluation.hidden_analysis` runs it on
 policy checkpoints and ``tasks/hidden_states.py`` is the stage.

@@ -1,4 +1,4 @@
-"""Policy feedback into the reward model: sequence-to-token cross-attention (spec: `spec/r2m.md`).
+"""Policy feedback into the reward model: sequence-to-token cross-attention (docs/method.md).
 
 Shapes: B = n prompts x K responses, S = query + response length, D_rm = RM width, D_p = policy width,
 d = attn_dim.

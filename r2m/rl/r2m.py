@@ -157,7 +157,7 @@ def score_with_feedback(
     max_length: int = 512,
 ) -> list[float]:
     """R2M rewards of (prompt, response) with ``monitor``'s policy as feedback; ``step=None`` uses t = T (omega at
-    its floor), the evaluation-time setting of the spec."""
+    its floor), the evaluation-time setting (docs/method.md)."""
     c = head.config
     w = omega(c.total_steps if step is None else step, c.total_steps, c.omega_floor) if c.use_attention else 1.0
     tok = monitor.tokenizer

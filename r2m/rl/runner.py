@@ -53,7 +53,7 @@ SUMMARY_KEYS = (
 
 
 def trl_config(algo: str, cfg: Config, output_dir: Path):
-    """The TRL config for ``algo`` on this machine (CPU flags from environment.md; GPU when one is present)."""
+    """The TRL config for ``algo`` on this machine (TRL's CPU flags on a machine without a GPU)."""
     from trl import GRPOConfig, RLOOConfig
 
     rl = cfg.rl
