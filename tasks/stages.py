@@ -188,6 +188,7 @@ STAGES: tuple[Stage, ...] = (
         deps=(
             "metrics/sft.json",
             "metrics/reward_model.json",
+            "models/rl",  # the per-step rows of every run (models/rl/<run>/metrics.jsonl) for the plots
             "metrics/rl",
             "metrics/eval",
             "metrics/hidden_states.json",
