@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from r2m.config import Config, load_config
-from r2m.data.io import write_json
+from r2m.config import Config, ConfigError, load_config
+from r2m.data.io import DataValidationError, write_json
 from r2m.env import numerics_info, set_offline_env
 from r2m.paths import Paths  # noqa: F401  (re-exported until every caller imports r2m.paths)
 from tasks import stages
@@ -146,9 +147,12 @@ def stage_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-mlflow", action="store_true", help="do not log this stage to MLflow")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = load_config(a.params, profile=a.profile, overrides=a.overrides)
     stage = stages.get(a.stage)
     if stage.matrix and not (a.algo and a.method):
         ap.error(f"stage {a.stage} runs per <algo>-<method>: pass --algo and --method")
     run = f"{a.algo}-{a.method}" if stage.matrix else None
-    run_stage(a.stage, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, run=run)
+    try:
+        cfg = load_config(a.params, profile=a.profile, overrides=a.overrides)
+        run_stage(a.stage, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, run=run)
+    except (ConfigError, DataValidationError) as e:  # bad input: one line naming the file/key, no traceback
+        sys.exit(f"error: {a.stage}: {e}")
