@@ -540,7 +540,13 @@ class Config:
             "evaluation sampling."
         },
     )
-    threads: int = field(default=0, metadata={"help": "torch intra-op threads of every stage; 0 = torch's default."})
+    threads: int = field(
+        default=2,
+        metadata={
+            "help": "torch intra-op threads of every stage; 0 = torch's default (the machine's cores). Results are "
+            "bitwise reproducible for a fixed count only: parallel reductions split their work per thread."
+        },
+    )
     paths: PathsConfig = field(default_factory=PathsConfig, metadata={"help": "Output directories."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The task and its splits."})
     tokenizer: TokenizerConfig = field(
