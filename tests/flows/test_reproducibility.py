@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
 
 from r2m.config import load_config
 from tasks import stages
 from tasks.common import run_stage
 from tests.conftest import make_workdir
+from tests.helpers.crash import Crash
 
 pytestmark = pytest.mark.slow
 
@@ -104,17 +104,6 @@ def test_another_seed_gives_other_bytes(run_a, tmp_path):
         "metrics/summary.json",
     ):
         assert a[f] != c[f], f"{f} does not depend on the seed"
-
-
-class Crash(TrainerCallback):
-    """Kills the run after step ``at`` (mid-round: the last checkpoint is the end of the previous round)."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError(f"simulated crash at step {self.at}")
 
 
 @pytest.mark.parametrize("method", ["vanilla", "r2m"])

@@ -7,22 +7,13 @@ import shutil
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from r2m.config import load_config
 from r2m.paths import Paths
 from r2m.rl.assembly import build_run
 from r2m.rl.runner import train_rounds
 from tasks.rl import write_outputs
-
-
-class Crash(TrainerCallback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at:
-            raise RuntimeError(f"simulated crash at step {self.at}")
+from tests.helpers.crash import Crash
 
 
 @pytest.mark.parametrize("method", ["vanilla", "r2m"])
