@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` (set-up + the default experiment) and `make test` (set-up + tests).
 # `make repro`: the same experiment through DVC (`dvc repro`, with the venv's python on PATH for the stage commands).
-.PHONY: setup run run-smol repro test lint dvc-yaml
+.PHONY: setup run run-smol repro results test lint dvc-yaml
 
 setup:
 	bash scripts/bootstrap.sh
@@ -13,6 +13,10 @@ run-smol: setup
 
 repro: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
+
+# the README's method comparison: 5 seeds x GRPO, RLOO x vanilla, R2M, each stage its own process (docs/evidence.md)
+results: setup
+	.venv/bin/r2m results --seeds 0 1 2 3 4 --algos grpo rloo --methods vanilla r2m --out results
 
 dvc-yaml: setup
 	.venv/bin/r2m dvc-yaml

@@ -82,6 +82,16 @@ def stage(name, profile, params, overrides, workdir, algo, method, no_mlflow) ->
     run_stage(name, cfg, workdir, dvc_pipeline_id(cfg), mlflow=not no_mlflow, run=run)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def results(args) -> None:
+    """The results protocol: every algo x method over seeds, each stage in its own process, then means with 95%
+    CIs, paired differences to vanilla and the gold/proxy vs sqrt(KL) frontier (``r2m results --help``)."""
+    from flows.results import main as results_main
+
+    results_main(list(args))
+
+
 @main.command("dvc-yaml")
 @click.option("--check", is_flag=True, help="only check that dvc.yaml is what the stage table generates")
 def dvc_yaml(check) -> None:

@@ -36,6 +36,11 @@ class Paths:
         return self.models / "rm"
 
     @property
+    def rm_heldout(self) -> Path:
+        """The held-out RM (other pairs, other seed): selects checkpoints; never trained on by any method."""
+        return self.models / "rm_heldout"
+
+    @property
     def timings(self) -> Path:
         """Wall-clock and memory figures: never a DVC output, so the reproducible outputs stay byte-stable."""
         return self.root / "timings"

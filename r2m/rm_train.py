@@ -15,10 +15,11 @@ from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
 
 
-def load_trunk(cfg: Config, paths: Paths) -> RewardModel:
-    """The untrained reward model: the ``reward_model.trunk`` (``sft``: the SFT policy's trunk), fresh score head."""
+def load_trunk(cfg: Config, paths: Paths, seed: int | None = None) -> RewardModel:
+    """The untrained reward model: the ``reward_model.trunk`` (``sft``: the SFT policy's trunk), a fresh score head
+    initialised from ``seed`` (default ``cfg.seed``)."""
     src = str(paths.sft) if cfg.reward_model.trunk == "sft" else cfg.reward_model.trunk
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if seed is None else seed)
     trunk = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token is None:

@@ -1,7 +1,9 @@
-"""Stage ``evaluate@<algo>-<method>``: judge the final policy and measure the reward model against it.
+"""Stage ``evaluate@<algo>-<method>``: judge a run's checkpoints and measure the reward model against the final policy.
 
-- win rate of the final policy vs the reference summaries and vs the SFT policy, gold judge, both orders, bootstrap
-  95% CI and length-controlled win rate;
+- every round's policy (greedy eval generations) scored by the proxy (the frozen vanilla RM), the held-out RM and
+  gold; four checkpoint choices (:mod:`r2m.evaluation.checkpoints`): final, best by proxy, best by held-out RM,
+  gold-oracle best; for each, the win rate vs the reference summaries and vs the SFT policy (gold judge, both
+  orders, bootstrap 95% CI, length-controlled win rate);
 - reward-model accuracy on the static RM-test pairs and on pairs sampled from the final policy labelled by the gold
   judge (strict: ties are wrong), with calibration;
 - gold score / length / repetition of the final policy's generations.
@@ -15,13 +17,65 @@ from pathlib import Path
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
+from r2m.evaluation.checkpoints import choose, round_dirs, window_mean
 from r2m.evaluation.compare import compare
 from r2m.evaluation.generations import eval_generations
 from r2m.evaluation.policy_pairs import policy_pairs, run_reward
 from r2m.evaluation.text_stats import batch_stats
 from r2m.judges.gold import gold_judge, load_gold
 from r2m.models.builders import load_causal_lm
+from r2m.models.reward_model import RewardModel
 from r2m.paths import SFT_GENERATIONS, Paths
+from r2m.rl.callbacks import read_rows
+
+WIN_KEYS = ("win_rate_ties_half", "ci_low", "ci_high", "n_valid", "wins", "ties", "losses", "lc_win_rate")
+
+
+def _frozen_score(rm: RewardModel, rows: list[dict], gens: list[str], max_length: int) -> float:
+    return float(rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)], max_length).mean())
+
+
+def checkpoint_table(cfg: Config, paths: Paths, run: str, rows: list[dict], judge, sft_gens: list[str]) -> dict:
+    """Every round scored by proxy / held-out / gold, the four checkpoint choices with their win rates."""
+    proxy_rm = RewardModel.load(paths.rm)
+    heldout_rm = RewardModel.load(paths.rm_heldout) if paths.rm_heldout.exists() else None
+    steps = read_rows(paths.rl_run(run) / "metrics.jsonl")
+    width = max(1, cfg.rl.steps // cfg.rl.rounds // 4)
+    ml = cfg.reward_model.max_length
+    _, gold_fn = load_gold(paths)
+    rounds, gens_of = [], []
+    for k, step, d in round_dirs(paths.rl_run(run)):
+        model, tok = load_causal_lm(d / "policy")
+        gens = eval_generations(model, tok, rows, cfg)
+        gold = gold_fn([r["post_id"] for r in rows], gens)
+        entry = {
+            "round": k,
+            "step": step,
+            "proxy": _frozen_score(proxy_rm, rows, gens, ml),
+            "gold": sum(gold) / len(gold),
+        }
+        if heldout_rm is not None:
+            entry["heldout"] = _frozen_score(heldout_rm, rows, gens, ml)
+        for key, name in (("kl_to_ref", "train_kl"), ("gold_score", "train_gold")):
+            if (v := window_mean(steps, key, step, width)) is not None:
+                entry[name] = v
+        entry.update({f"policy_{k2}": v for k2, v in batch_stats(gens).items()})
+        rounds.append(entry)
+        gens_of.append(gens)
+    refs = [" " + r["reference"] for r in rows]
+    wins: dict[int, dict] = {}
+    checkpoints = {}
+    for choice, i in choose(rounds).items():
+        if i not in wins:
+            vs_ref = compare(judge, rows, gens_of[i], refs, "ref", progress=False)[0]
+            vs_sft = compare(judge, rows, gens_of[i], sft_gens, "sft", progress=False)[0]
+            pick = lambda rep: {k: rep[k] for k in WIN_KEYS if k in rep}  # noqa: E731
+            wins[i] = {"vs_reference": pick(vs_ref), "vs_sft": pick(vs_sft)}
+        checkpoints[choice] = {
+            **{k: rounds[i][k] for k in ("round", "step", "proxy", "heldout", "gold") if k in rounds[i]},
+            **wins[i],
+        }
+    return {"rounds": rounds, "checkpoints": checkpoints}
 
 
 def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method: str = "vanilla") -> dict:
@@ -39,8 +93,9 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     score = run_reward(cfg, paths, paths.rl_run(run) / "final", model, tok)
     test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
     metrics["rm_test"] = pair_accuracy(score, test)
-    proxy = score([r["prompt"] for r in rows], gens)
-    metrics["policy_proxy_mean"] = sum(proxy) / len(proxy)
+    own = score([r["prompt"] for r in rows], gens)
+    metrics["policy_train_reward_mean"] = sum(own) / len(own)
+    metrics["policy_proxy_mean"] = _frozen_score(RewardModel.load(paths.rm), rows, gens, cfg.reward_model.max_length)
     if gold_fn is not None:
         judge = gold_judge(posts, gold_fn)
         refs = [" " + r["reference"] for r in rows]
@@ -51,6 +106,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
         pairs = policy_pairs(model, tok, rows, judge, cfg)
         if pairs:
             metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
+        metrics.update(checkpoint_table(cfg, paths, run, rows, judge, [sft_gens[r["id"]] for r in rows]))
     out = paths.metrics / "eval"
     write_jsonl(
         out / f"{run}_generations.jsonl",

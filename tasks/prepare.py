@@ -1,7 +1,8 @@
 """Stage ``prepare``: the embedded forum-post summarisation task -> ``data/`` (DVC output).
 
-Writes posts.jsonl (every post with its key facts, for the gold judge), sft.jsonl, rm_train.jsonl, rm_test.jsonl,
-rl_prompts.jsonl, eval_prompts.jsonl, and ``metrics/prepare.json``. Deterministic by ``seed``.
+Writes posts.jsonl (every post with its key facts, for the gold judge), sft.jsonl, rm_prompts.jsonl (the prompts of the
+reward models' pairs, with their split: rm_train / rm_heldout / rm_test; the ``preferences`` stage samples and labels
+them), rl_prompts.jsonl, eval_prompts.jsonl, and ``metrics/prepare.json``. Deterministic by ``seed``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 from r2m.config import Config
 from r2m.data.gold import GoldJudge
 from r2m.data.io import write_json, write_jsonl
-from r2m.data.preferences import make_preference_pairs, pair_stats
 from r2m.data.task import format_completion, format_prompt, generate_posts
 from tasks.common import Paths
 
@@ -32,6 +32,7 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
     sizes = {
         "sft": d.n_sft,
         "rm_train": d.n_rm_train,
+        "rm_heldout": d.n_rm_heldout,
         "rm_test": d.n_rm_test,
         "rl_prompts": d.n_rl_prompts,
         "eval_prompts": d.n_eval_prompts,
@@ -48,14 +49,11 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
         out / "sft.jsonl",
         ({"id": p.id, "prompt": format_prompt(p), "completion": format_completion(p.reference)} for p in splits["sft"]),
     )
-    stats = {}
-    for i, name in enumerate(("rm_train", "rm_test")):
-        pairs = make_preference_pairs(splits[name], seed=cfg.seed * 1000 + i, judge=judge)
-        counts[name] = write_jsonl(out / f"{name}.jsonl", pairs)
-        stats[name] = pair_stats(pairs)
+    rm_rows = ({**prompt_row(p), "split": name} for name in ("rm_train", "rm_heldout", "rm_test") for p in splits[name])
+    counts["rm_prompts"] = write_jsonl(out / "rm_prompts.jsonl", rm_rows)
     for name in ("rl_prompts", "eval_prompts"):
         counts[name] = write_jsonl(out / f"{name}.jsonl", (prompt_row(p) for p in splits[name]))
     ref_gold = [judge.score(p, p.reference) for p in splits["eval_prompts"]]
-    metrics = {"counts": counts, "pairs": stats, "reference_gold_mean": sum(ref_gold) / max(1, len(ref_gold))}
+    metrics = {"counts": counts, "reference_gold_mean": sum(ref_gold) / max(1, len(ref_gold))}
     write_json(paths.metrics / "prepare.json", metrics)
     return {"data": str(out), "metrics": metrics}

@@ -1,8 +1,9 @@
 """Stage ``report``: across all RL runs, the over-optimisation plots and a summary table.
 
-Writes ``plots/proxy_vs_gold.png``, ``plots/gold_vs_kl.png``, ``plots/length.png``, ``metrics/summary.json`` and
-``metrics/summary.md`` (the table the README shows; plus a line on the hidden-state analysis when
-``metrics/hidden_states.json`` exists).
+Writes ``plots/proxy_vs_gold.png`` (proxy = the frozen vanilla RM's score, the same for every method),
+``plots/gold_vs_kl.png``, ``plots/length.png``, ``metrics/summary.json`` and ``metrics/summary.md`` (the table the
+README shows, with the best-of-n verdict, and a line on the hidden-state analysis when ``metrics/hidden_states.json``
+exists).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
     sft = read_json(paths.metrics / "sft.json")
     rm = read_json(paths.metrics / "reward_model.json")
     table = markdown_table(rows)
-    header = summary_header(cfg, rm, sft)
+    bon_file = paths.metrics / "best_of_n.json"
+    header = summary_header(cfg, rm, sft, read_json(bon_file) if bon_file.exists() else None)
     hs_file = paths.metrics / "hidden_states.json"
     hs_line = hidden_state_line(read_json(hs_file)) if hs_file.exists() else ""
     (paths.metrics / "summary.md").write_text(header + hs_line + table)

@@ -1,4 +1,6 @@
-"""Stage ``reward_model``: the vanilla Bradley-Terry reward model -> ``models/rm/`` and ``metrics/reward_model.json``.
+"""Stage ``reward_model``: the vanilla Bradley-Terry reward model -> ``models/rm/`` (the proxy every method is scored
+by), the held-out RM -> ``models/rm_heldout/`` (other pairs, seed + ``preferences.heldout_seed_offset``; it selects
+checkpoints and nothing trains on it), and ``metrics/reward_model.json``.
 
 The trunk starts from the SFT policy (``reward_model.trunk: sft``) or a named model; with ``train_trunk: false`` the
 trunk is frozen and only the score head trains on cached embeddings. Held-out accuracy on ``rm_test`` (strict: ties
@@ -17,13 +19,10 @@ from r2m.paths import Paths
 from r2m.rm_train import load_trunk, score_pairs, train_reward_model
 
 
-def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
-    paths = Paths.of(cfg, workdir)
-    train = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
-    test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
-    rm = load_trunk(cfg, paths)
+def _train(cfg: Config, paths: Paths, train: list[dict], test: list[dict], seed: int, progress: bool):
+    rm = load_trunk(cfg, paths, seed=seed)
     t0 = time.perf_counter()
-    losses = train_reward_model(rm, train, cfg.reward_model, cfg.seed, progress=progress)
+    losses = train_reward_model(rm, train, cfg.reward_model, seed, progress=progress)
     seconds = time.perf_counter() - t0
     ml = cfg.reward_model.max_length
     tr_c, tr_r = score_pairs(rm, train, ml)
@@ -38,8 +37,26 @@ def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) 
         "loss_final": losses[-1] if losses else None,
         **length_split_accuracy(test, te_c, te_r),
     }
-    if all("label_agrees_with_gold" in r for r in test):
-        metrics["test_label_agreement_with_gold"] = sum(r["label_agrees_with_gold"] for r in test) / len(test)
-    rm.save(paths.rm, extra={"source_trunk": cfg.reward_model.trunk, "train_trunk": cfg.reward_model.train_trunk})
+    return rm, metrics, seconds
+
+
+def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
+    paths = Paths.of(cfg, workdir)
+    train = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
+    heldout = read_jsonl(paths.data / "rm_heldout.jsonl", PAIR_SCHEMA)
+    test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+    rm, metrics, seconds = _train(cfg, paths, train, test, cfg.seed, progress)
+    h_seed = cfg.seed + cfg.preferences.heldout_seed_offset
+    rm_h, metrics_h, seconds_h = _train(cfg, paths, heldout, test, h_seed, progress)
+    if all("label_agrees_with_gold" in r for r in train):
+        metrics["train_label_agreement_with_gold"] = sum(r["label_agrees_with_gold"] for r in train) / len(train)
+    metrics["heldout_rm"] = metrics_h
+    extra = {"source_trunk": cfg.reward_model.trunk, "train_trunk": cfg.reward_model.train_trunk}
+    rm.save(paths.rm, extra=extra)
+    rm_h.save(paths.rm_heldout, extra={**extra, "seed": h_seed})
     write_json(paths.metrics / "reward_model.json", metrics)
-    return {"model": str(paths.rm), "metrics": metrics, "timings": {"train_seconds": seconds}}
+    return {
+        "model": str(paths.rm),
+        "metrics": metrics,
+        "timings": {"train_seconds": seconds, "heldout_train_seconds": seconds_h},
+    }

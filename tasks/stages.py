@@ -114,9 +114,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="prepare",
         func="tasks.prepare:prepare",
-        doc="data prep: the embedded task's posts, SFT examples, preference pairs, RL and eval prompts",
+        doc="data prep: the embedded task's posts, SFT examples, RM / RL / eval prompts",
         params=("data",),
-        outs=(Out("data"),),
+        outs=tuple(Out(f"data/{n}.jsonl") for n in ("posts", "sft", "rm_prompts", "rl_prompts", "eval_prompts")),
         metrics=("metrics/prepare.json",),
     ),
     Stage(
@@ -129,19 +129,48 @@ STAGES: tuple[Stage, ...] = (
         metrics=("metrics/sft.json",),
     ),
     Stage(
+        name="preferences",
+        func="tasks.preferences:preferences",
+        doc="the reward models' pairs: two samples of the SFT policy per prompt, labelled by the gold judge "
+        "(label noise for train / held-out, none for test), optionally mixed with edit pairs",
+        deps=("data/posts.jsonl", "data/rm_prompts.jsonl", "models/sft"),
+        params=("preferences", "policy", "rl.max_completion_length", "rl.temperature"),
+        outs=tuple(Out(f"data/{n}.jsonl") for n in ("rm_train", "rm_heldout", "rm_test")),
+        metrics=("metrics/preferences.json",),
+    ),
+    Stage(
         name="reward_model",
         func="tasks.reward_model:reward_model",
-        doc="the vanilla Bradley-Terry reward model (the frozen proxy every method is scored by)",
-        deps=("data/rm_train.jsonl", "data/rm_test.jsonl", "models/sft"),
-        params=("reward_model",),
-        outs=(Out("models/rm"),),
+        doc="the vanilla Bradley-Terry reward model (the frozen proxy every method is scored by) and the held-out "
+        "RM (other pairs, other seed) that selects checkpoints",
+        deps=("data/rm_train.jsonl", "data/rm_heldout.jsonl", "data/rm_test.jsonl", "models/sft"),
+        params=("reward_model", "preferences.heldout_seed_offset"),
+        outs=(Out("models/rm"), Out("models/rm_heldout")),
         metrics=("metrics/reward_model.json",),
+    ),
+    Stage(
+        name="best_of_n",
+        func="tasks.best_of_n:best_of_n",
+        doc="best-of-n with the proxy RM (no training): gold and proxy of the proxy's pick against "
+        "sqrt(KL_bon), n = 1, 2, 4, ..., best_of_n.n_max; says whether the RM carries true signal",
+        deps=("data/eval_prompts.jsonl", "data/posts.jsonl", "models/sft", "models/rm", "models/rm_heldout"),
+        params=("best_of_n", "policy", "reward_model.max_length", "rl.max_completion_length", "rl.temperature"),
+        metrics=("metrics/best_of_n.json",),
+        plots=(Plot("metrics/best_of_n.csv", x="sqrt_kl", y="gold"),),
+        images=("plots/best_of_n.png",),
     ),
     Stage(
         name="rl",
         func="tasks.rl:rl",
         doc="online RL (TRL GRPO / RLOO) against the reward model, in rounds; R2M methods update their head",
-        deps=("data/rl_prompts.jsonl", "data/posts.jsonl", "data/rm_test.jsonl", "models/sft", "models/rm"),
+        deps=(
+            "data/rl_prompts.jsonl",
+            "data/posts.jsonl",
+            "data/rm_test.jsonl",
+            "models/sft",
+            "models/rm",
+            "models/rm_heldout",
+        ),
         params=(
             "policy",
             "reward_model",
@@ -158,16 +187,18 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="evaluate",
         func="tasks.evaluate:evaluate",
-        doc="a run's final policy: gold win rates, proxy and gold scores, RM accuracy on held-out and policy pairs",
+        doc="a run's checkpoints: gold win rates (with 95% CIs) of the final one, the best by the proxy and the "
+        "best by the held-out RM, beside the gold-oracle round; proxy and gold scores, RM accuracy",
         deps=(
             f"models/rl/{RUN}",
             "models/rm",
+            "models/rm_heldout",
             "models/sft",
             "data/eval_prompts.jsonl",
             "data/rm_test.jsonl",
             "data/posts.jsonl",
         ),
-        params=("policy", "evaluate", "reward_model.max_length", "rl.temperature"),
+        params=("policy", "evaluate", "reward_model.max_length", "rl.temperature", "rl.steps", "rl.rounds"),
         outs=(Out(f"metrics/eval/{RUN}_generations.jsonl", cache=False),),
         metrics=(f"metrics/eval/{RUN}.json",),
         matrix=True,
@@ -188,6 +219,7 @@ STAGES: tuple[Stage, ...] = (
         deps=(
             "metrics/sft.json",
             "metrics/reward_model.json",
+            "metrics/best_of_n.json",
             "models/rl",  # the per-step rows of every run (models/rl/<run>/metrics.jsonl) for the plots
             "metrics/rl",
             "metrics/eval",

@@ -40,12 +40,13 @@ def ci_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, ci_cfg) -> Path:
-    """prepare -> sft -> reward_model on the `ci` profile, without MLflow; shared by the stage tests."""
+    """prepare -> sft -> preferences -> reward_model on the `ci` profile, without MLflow; shared by the stage tests."""
     from tasks.common import run_stage
 
     wd = make_workdir(tmp_path_factory.mktemp("pipeline"))
     run_stage("prepare", ci_cfg, wd, mlflow=False)
     run_stage("sft", ci_cfg, wd, mlflow=False)
+    run_stage("preferences", ci_cfg, wd, mlflow=False)
     run_stage("reward_model", ci_cfg, wd, mlflow=False)
     return wd
 

@@ -13,17 +13,21 @@ from r2m.data.io import read_json
 
 COLUMNS = [
     ("run", "run", None),
-    ("win rate vs ref", "vs_reference.win_rate_ties_half", "{:.2f}"),
-    ("95% CI", "vs_reference.ci", None),
-    ("win rate vs SFT", "vs_sft.win_rate_ties_half", "{:.2f}"),
+    ("proxy start -> end", "proxy", None),
+    ("own reward start -> end", "own", None),
+    ("gold start -> peak (step) -> end", "gold", None),
+    ("KL at peak / end", "kl", None),
+    ("gold: final / best proxy / best held-out / oracle round", "ckpt_gold", None),
+    ("win vs SFT: final [95% CI]", "win_sft_final", None),
+    ("win vs SFT: best held-out [95% CI]", "win_sft_heldout", None),
+    ("win vs ref: final [95% CI]", "win_ref_final", None),
     ("RM acc (RM-test)", "rm_test.accuracy", "{:.3f}"),
     ("RM acc (policy pairs)", "rm_policy_pairs.accuracy", "{:.3f}"),
-    ("proxy start -> end", "proxy", None),
-    ("gold start -> peak -> end", "gold", None),
-    ("KL end", "rl.kl_to_ref_final", "{:.1f}"),
     ("rep. trigrams end", "rl.repeated_trigrams_final", "{:.1f}"),
     ("words end", "rl.completion_words_final", "{:.1f}"),
 ]
+# "proxy" is the frozen vanilla RM's score of the rollouts (the same quantity for every method); "own reward" is what
+# the method trained on (for vanilla the proxy itself; for R2M its online-updated reward)
 # wall-clock and memory, from timings/*.json (kept apart from the quality table, which is bitwise reproducible)
 TIMING_COLUMNS = [
     ("run", "run", None),
@@ -43,18 +47,37 @@ def _get(d: dict, dotted: str):
     return d
 
 
+def _win(rep: dict | None) -> str | None:
+    if not rep or rep.get("win_rate_ties_half") is None:
+        return None
+    return f"{rep['win_rate_ties_half']:.2f} [{rep['ci_low']:.2f}, {rep['ci_high']:.2f}]"
+
+
+def _span(rl: dict, key: str) -> str | None:
+    if f"{key}_initial" not in rl:
+        return None
+    return f"{rl[f'{key}_initial']:.2f} -> {rl[f'{key}_final']:.2f}"
+
+
 def summary_row(run: str, rl: dict, ev: dict) -> dict:
-    row = {"run": run, "rl": rl, **ev}
-    vr = ev.get("vs_reference") or {}
-    if vr.get("ci_low") is not None:
-        row["vs_reference"] = {**vr, "ci": f"[{vr['ci_low']:.2f}, {vr['ci_high']:.2f}]"}
-    if "proxy_reward_initial" in rl:
-        row["proxy"] = f"{rl['proxy_reward_initial']:.2f} -> {rl['proxy_reward_final']:.2f}"
+    row = {"run": run, "rl": rl, **ev, "proxy": _span(rl, "proxy_reward"), "own": _span(rl, "train_reward")}
     if "gold_score_initial" in rl:
         row["gold"] = (
-            f"{rl['gold_score_initial']:.2f} -> {rl['gold_peak_ma']:.2f} (step {rl['gold_peak_step']})"
+            f"{rl['gold_score_initial']:.2f} -> {rl['gold_peak_ma']:.2f} ({rl['gold_peak_step']})"
             f" -> {rl['gold_score_final']:.2f}"
         )
+    if "kl_to_ref_final" in rl:
+        peak = rl.get("kl_at_gold_peak")
+        row["kl"] = f"{'-' if peak is None else f'{peak:.1f}'} / {rl['kl_to_ref_final']:.1f}"
+    ck = ev.get("checkpoints") or {}
+    if ck:
+        row["ckpt_gold"] = " / ".join(
+            f"{ck[c]['gold']:.2f} (r{ck[c]['round']})" if c in ck else "-"
+            for c in ("final", "best_proxy", "best_heldout", "oracle")
+        )
+        row["win_sft_final"] = _win((ck.get("final") or {}).get("vs_sft"))
+        row["win_sft_heldout"] = _win((ck.get("best_heldout") or {}).get("vs_sft"))
+        row["win_ref_final"] = _win((ck.get("final") or {}).get("vs_reference"))
     return row
 
 
@@ -88,13 +111,19 @@ def timings_report(timings_dir: Path, runs: list[str]) -> str:
     return timings_table(found, runs)
 
 
-def summary_header(cfg: Config, rm: dict, sft: dict) -> str:
-    """The line above the summary table, from ``metrics/reward_model.json`` and ``metrics/sft.json``."""
-    return (
-        f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. Vanilla RM held-out accuracy "
-        f"{rm['test_accuracy']:.3f} ({rm['n_train']} training pairs). SFT gold mean "
+def summary_header(cfg: Config, rm: dict, sft: dict, bon: dict | None = None) -> str:
+    """The lines above the summary table, from ``metrics/reward_model.json``, ``metrics/sft.json`` and
+    ``metrics/best_of_n.json``."""
+    held = rm.get("heldout_rm") or {}
+    held_txt = f", held-out RM {held['test_accuracy']:.3f} ({held['n_train']} pairs)" if held else ""
+    out = (
+        f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. RM-test accuracy (SFT samples, gold "
+        f"labels): proxy RM {rm['test_accuracy']:.3f} ({rm['n_train']} training pairs){held_txt}. SFT gold mean "
         f"{sft.get('gold_mean', float('nan')):.2f}.\n\n"
     )
+    if bon and bon.get("verdict"):
+        out += f"Best-of-n with the proxy ({bon.get('n_prompts', '?')} eval prompts): {bon['verdict']}\n\n"
+    return out
 
 
 def hidden_state_line(hs: dict) -> str:

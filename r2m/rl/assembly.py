@@ -19,7 +19,7 @@ from r2m.paths import Paths
 from r2m.prompts import render_prompt, render_prompts
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import R2MScorer, R2MUpdater, build_head, feedback_scorer
-from r2m.rl.reward import RewardFunction, VanillaScorer
+from r2m.rl.reward import FrozenRMs, RewardFunction, VanillaScorer
 from r2m.rl.runner import RunSpec
 from r2m.rl.variants import VARIANTS
 from r2m.rm_train import train_reward_model
@@ -86,7 +86,11 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     _, gold_fn = load_gold(paths)
     monitor = PolicyMonitor(tok, reference, keep_feedback=method in VARIANTS and VARIANTS[method].use_attention)
     scorer, export, head = build_scorer(method, rm, cfg, paths, monitor, tok)
-    reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn)
+    # the proxy is the vanilla RM as the reward_model stage left it (pretrained_rm trains its own copy further)
+    proxy = RewardModel.load(paths.rm) if method == "pretrained_rm" else rm
+    heldout = RewardModel.load(paths.rm_heldout) if paths.rm_heldout.exists() else None
+    frozen = FrozenRMs(proxy, heldout, max_length=cfg.reward_model.max_length)
+    reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn, frozen=frozen)
     d = cfg.to_dict()
     fingerprint = {
         "algo": algo,
@@ -95,7 +99,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         "rl": d["rl"],
         "r2m": d["r2m"],
         "policy": d["policy"],
-        "inputs": files_digest(paths.sft, paths.rm),
+        "inputs": files_digest(paths.sft, paths.rm, *([paths.rm_heldout] if heldout is not None else [])),
         "n_prompts": len(prompts),
     }
     spec = RunSpec(

@@ -1,8 +1,10 @@
 """The reward callable handed to TRL's GRPO / RLOO trainers, with per-step monitoring.
 
 TRL calls it with the rollout batch (prompts repeated K times, consecutively) plus dataset columns; it returns the
-proxy reward per completion and logs, through TRL's ``log_metric``: proxy reward, gold score, KL to the reference,
-length and repetition, and the reward spread within groups.
+method's training reward per completion and logs, through TRL's ``log_metric``, the same quantities for every method:
+``proxy_reward`` (the frozen vanilla RM's score), ``heldout_reward`` (the held-out RM's), ``train_reward`` (the
+method's own reward: for vanilla the proxy itself), gold score, KL to the reference, length and repetition, and the
+reward spread within groups.
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ class VanillaScorer:
         return self.rm.score_texts(texts, max_length=self.max_length)
 
 
+class FrozenRMs:
+    """The frozen reward models every method is measured by: the vanilla RM (the proxy) and the held-out RM.
+
+    The proxy costs nothing extra when the method's scorer is that RM (vanilla) or embeds with its trunk (R2M keeps
+    the reward token embeddings [B, D] of the batch in ``scorer.cache``): only the score head runs again.
+    """
+
+    def __init__(self, proxy: RewardModel, heldout: RewardModel | None, max_length: int = 512) -> None:
+        self.proxy = proxy.eval().requires_grad_(False)
+        self.heldout = heldout.eval().requires_grad_(False) if heldout is not None else None
+        self.max_length = max_length
+
+    def __call__(self, texts: Sequence[str], scorer: ProxyScorer, rewards: Tensor, step: int) -> dict[str, Tensor]:
+        """``{"proxy_reward": [B], "heldout_reward": [B]}`` of ``texts``; ``rewards`` [B] are the scorer's."""
+        if isinstance(scorer, VanillaScorer) and scorer.rm is self.proxy:
+            proxy = rewards
+        elif getattr(scorer, "rm", None) is self.proxy and (getattr(scorer, "cache", None) or {}).get("step") == step:
+            with torch.no_grad():
+                proxy = self.proxy.score_embeddings(scorer.cache["rte"])
+        else:
+            proxy = self.proxy.score_texts(texts, max_length=self.max_length)
+        out = {"proxy_reward": proxy.float().cpu()}
+        if self.heldout is not None:
+            out["heldout_reward"] = self.heldout.score_texts(texts, max_length=self.max_length).float().cpu()
+        return out
+
+
 def group_std(rewards: Tensor, k: int) -> float:
     """Mean over groups of the population std of the K rewards of each group."""
     if rewards.numel() % k:
@@ -50,9 +79,15 @@ class RewardFunction:
     __name__ = "proxy"
 
     def __init__(
-        self, scorer: ProxyScorer, monitor: PolicyMonitor, num_generations: int, gold: GoldFn | None = None
+        self,
+        scorer: ProxyScorer,
+        monitor: PolicyMonitor,
+        num_generations: int,
+        gold: GoldFn | None = None,
+        frozen: FrozenRMs | None = None,
     ) -> None:
         self.scorer = scorer
+        self.frozen = frozen
         self.monitor = monitor
         self.k = num_generations
         self.gold = gold
@@ -73,9 +108,11 @@ class RewardFunction:
         rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
         texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
         rewards = self.scorer(texts, ppass, step).float().cpu()
+        frozen = self.frozen(texts, self.scorer, rewards, step) if self.frozen is not None else {}
         metrics = {
-            "proxy_reward": float(rewards.mean()),
-            "proxy_group_std": group_std(rewards, self.k),
+            "train_reward": float(rewards.mean()),
+            "train_group_std": group_std(rewards, self.k),
+            **{name: float(v.mean()) for name, v in frozen.items()},
             "kl_to_ref": float(ppass.kl.mean()),
             **batch_stats(completions),
         }

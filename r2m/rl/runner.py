@@ -43,12 +43,14 @@ CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 # the per-step metrics a run is judged by (summarised as initial / final / max)
 SUMMARY_KEYS = (
     "proxy_reward",
+    "heldout_reward",
+    "train_reward",
     "gold_score",
     "kl_to_ref",
     "completion_words",
     "repeated_trigrams",
     "distinct_ratio",
-    "proxy_group_std",
+    "train_group_std",
 )
 
 
@@ -248,6 +250,9 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         i = max(range(len(ma)), key=ma.__getitem__)
         out["gold_peak_ma"] = ma[i]
         out["gold_peak_step"] = gold[i + w // 2][1]
+        kl = {r["step"]: r["kl_to_ref"] for r in rows if "kl_to_ref" in r}
+        if out["gold_peak_step"] in kl:
+            out["kl_at_gold_peak"] = kl[out["gold_peak_step"]]
     return out
 
 

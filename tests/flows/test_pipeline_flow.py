@@ -63,7 +63,9 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     assert {
         "prepare",
         "sft",
+        "preferences",
         "reward_model",
+        "best_of_n",
         "rl-grpo-vanilla",
         "rl-grpo-r2m",
         "evaluate-grpo-vanilla",
@@ -74,6 +76,8 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     rl_run = next(r for r in runs if r.data.tags.get("r2m.stage") == "rl-grpo-vanilla")
     hist = client.get_metric_history(rl_run.info.run_id, "gold_score")
     assert [m.step for m in hist] == [1, 2, 3, 4]
+    proxy = client.get_metric_history(rl_run.info.run_id, "proxy_reward")  # the frozen vanilla RM, every method
+    assert [m.step for m in proxy] == [1, 2, 3, 4]
     assert tracking.get_version_by_alias("r2m-policy", "candidate") == reg["policy"]["version"]
     assert tracking.get_version_by_alias("r2m-reward-model", "candidate") == reg["reward_model"]["version"]
     assert reg["reward_head"]["run"] == "grpo-r2m"

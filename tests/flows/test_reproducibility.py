@@ -140,12 +140,13 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(run_a, tmp_path, mo
 PINNED = {
     "sft.loss_first": 6.957749,
     "sft.loss_final": 3.338013,
-    "reward_model.loss_final": 1.360434,
-    "reward_model.test_accuracy": 0.75,
-    "grpo-vanilla.proxy_reward": [-0.431903, 2.830572, 1.282702, 2.029766],
-    "grpo-vanilla.gold_score": [-1.725, -1.625, -1.925, -1.55],
-    "grpo-r2m.proxy_reward": [-0.431903, 2.411615, 0.751491, 1.200041],
-    "grpo-r2m.r2m_grebt": [0.198528, 0.355872, 0.557740, 0.500841],
+    "reward_model.loss_final": 0.750507,
+    "reward_model.test_accuracy": 0.678571,
+    "grpo-vanilla.proxy_reward": [-0.124742, -1.026979, -0.591446, -0.284331],
+    "grpo-vanilla.gold_score": [-1.825, -1.75, -1.925, -1.475],
+    "grpo-r2m.proxy_reward": [-0.124742, -1.026979, -0.077128, -0.526871],
+    "grpo-r2m.train_reward": [-0.124742, -0.886597, -0.058383, -0.329684],
+    "grpo-r2m.r2m_grebt": [0.310669, 0.548960, 0.280281, 0.537427],
 }
 
 
@@ -158,7 +159,10 @@ def observed(wd: Path) -> dict:
         "reward_model.loss_final": rm["loss_final"],
         "reward_model.test_accuracy": rm["test_accuracy"],
     }
-    for run, keys in (("grpo-vanilla", ("proxy_reward", "gold_score")), ("grpo-r2m", ("proxy_reward", "r2m_grebt"))):
+    for run, keys in (
+        ("grpo-vanilla", ("proxy_reward", "gold_score")),
+        ("grpo-r2m", ("proxy_reward", "train_reward", "r2m_grebt")),
+    ):
         rows = [json.loads(x) for x in (wd / "models/rl" / run / "metrics.jsonl").read_text().splitlines()]
         for k in keys:
             out[f"{run}.{k}"] = [r[k] for r in rows]

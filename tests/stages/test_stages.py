@@ -19,16 +19,40 @@ from tests.conftest import make_workdir
 def test_prepare_is_deterministic_and_valid(tiny_pipeline, ci_cfg, tmp_path):
     wd = make_workdir(tmp_path / "again")
     run_stage("prepare", ci_cfg, wd, mlflow=False)
-    for name in ("posts", "sft", "rm_train", "rm_test", "rl_prompts", "eval_prompts"):
+    for name in ("posts", "sft", "rm_prompts", "rl_prompts", "eval_prompts"):
         a = (tiny_pipeline / "data" / f"{name}.jsonl").read_bytes()
         assert a == (wd / "data" / f"{name}.jsonl").read_bytes(), name
-    pairs = read_jsonl(tiny_pipeline / "data" / "rm_train.jsonl", PAIR_SCHEMA)
-    assert len(pairs) == ci_cfg.data.n_rm_train
+    rm_prompts = read_jsonl(tiny_pipeline / "data" / "rm_prompts.jsonl")
+    d = ci_cfg.data
+    assert [sum(r["split"] == s for r in rm_prompts) for s in ("rm_train", "rm_heldout", "rm_test")] == [
+        d.n_rm_train,
+        d.n_rm_heldout,
+        d.n_rm_test,
+    ]
     split_ids = [
         {r["id"] for r in read_jsonl(tiny_pipeline / "data" / f"{n}.jsonl")}
-        for n in ("sft", "rl_prompts", "eval_prompts")
+        for n in ("sft", "rm_prompts", "rl_prompts", "eval_prompts")
     ]
-    assert not (split_ids[0] & split_ids[1]) and not (split_ids[1] & split_ids[2])  # disjoint splits
+    assert all(not (a & b) for i, a in enumerate(split_ids) for b in split_ids[i + 1 :])  # disjoint splits
+
+
+def test_preferences_are_policy_samples_labelled_by_gold(tiny_pipeline, ci_cfg):
+    from r2m.judges.gold import load_gold
+
+    _, gold_fn = load_gold(Paths.of(ci_cfg, tiny_pipeline))
+    m = json.loads((tiny_pipeline / "metrics" / "preferences.json").read_text())
+    for split, n in (("rm_train", ci_cfg.data.n_rm_train), ("rm_test", ci_cfg.data.n_rm_test)):
+        pairs = read_jsonl(tiny_pipeline / "data" / f"{split}.jsonl", PAIR_SCHEMA)
+        assert len(pairs) + m[split]["ties_dropped"] == n
+        assert all(p["chosen_kind"] == "policy" and p["chosen"] != p["rejected"] for p in pairs)
+        # the stored margin is gold's own verdict on the texts
+        g_c = gold_fn([p["post_id"] for p in pairs], [p["chosen"] for p in pairs])
+        g_r = gold_fn([p["post_id"] for p in pairs], [p["rejected"] for p in pairs])
+        assert [round(c - r, 9) for c, r in zip(g_c, g_r, strict=True)] == [round(p["gold_margin"], 9) for p in pairs]
+    assert m["rm_test"]["label_agreement"] == 1.0  # test labels are never flipped
+    train_ids = {p["post_id"] for p in read_jsonl(tiny_pipeline / "data" / "rm_train.jsonl")}
+    held_ids = {p["post_id"] for p in read_jsonl(tiny_pipeline / "data" / "rm_heldout.jsonl")}
+    assert train_ids and held_ids and not train_ids & held_ids  # the held-out RM sees other pairs
 
 
 def test_sft_trained_the_policy(tiny_pipeline):
@@ -42,8 +66,13 @@ def test_sft_trained_the_policy(tiny_pipeline):
 
 def test_reward_model_saved_and_scores(tiny_pipeline):
     m = json.loads((tiny_pipeline / "metrics" / "reward_model.json").read_text())
-    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["n_train"] == 80
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and 0 < m["n_train"] <= 80
+    assert 0.0 <= m["heldout_rm"]["test_accuracy"] <= 1.0 and 0 < m["heldout_rm"]["n_train"] <= 40
     rm = RewardModel.load(tiny_pipeline / "models" / "rm")
+    held = load_file(tiny_pipeline / "models" / "rm_heldout" / "head.safetensors")
+    assert any(
+        not torch.equal(v, load_file(tiny_pipeline / "models" / "rm" / "head.safetensors")[k]) for k, v in held.items()
+    )
     s = rm.score_texts(["a post TL;DR: short", "a post TL;DR: a different summary"])
     assert s.shape == (2,) and torch.isfinite(s).all() and s[0] != s[1]
     # the trunk was trained (train_trunk: true) -> differs from the SFT trunk it started from
@@ -79,8 +108,13 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
     run_dir = paths.rl_run(f"{algo}-{method}")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    for key in ("proxy_reward", "gold_score", "kl_to_ref", "completion_words", "repeated_trigrams", "proxy_group_std"):
+    keys = ("proxy_reward", "heldout_reward", "train_reward", "gold_score", "kl_to_ref", "completion_words")
+    for key in (*keys, "repeated_trigrams", "train_group_std"):
         assert all(key in r for r in rows), key
+    if method == "vanilla":  # the proxy column is the vanilla RM's score: for vanilla, its training reward
+        assert all(r["proxy_reward"] == r["train_reward"] for r in rows)
+    if method == "r2m":  # R2M trains on its own reward; the proxy column stays the frozen vanilla RM
+        assert any(abs(r["proxy_reward"] - r["train_reward"]) > 1e-6 for r in rows[1:])
     assert rows[0]["kl_to_ref"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference
     assert (run_dir / "round_1" / "policy" / "model.safetensors").exists()
     assert (run_dir / "round_2" / "policy" / "model.safetensors").exists()
@@ -99,6 +133,13 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
         assert ev[key]["n"] == 12 and 0.0 <= ev[key]["win_rate_ties_half"] <= 1.0
         assert ev[key]["ci_low"] <= ev[key]["win_rate_ties_half"] <= ev[key]["ci_high"]
     assert 0.0 <= ev["rm_test"]["accuracy"] <= 1.0
+    assert [r["round"] for r in ev["rounds"]] == [1, 2]
+    assert set(ev["checkpoints"]) == {"final", "best_proxy", "best_heldout", "oracle"}
+    assert ev["checkpoints"]["final"]["round"] == 2
+    oracle = ev["checkpoints"]["oracle"]
+    assert oracle["gold"] == max(r["gold"] for r in ev["rounds"])
+    for choice in ev["checkpoints"].values():
+        assert 0.0 <= choice["vs_sft"]["win_rate_ties_half"] <= 1.0 and choice["vs_sft"]["n_valid"] <= 12
 
 
 def test_report_after_runs(tiny_pipeline, ci_cfg):

@@ -65,11 +65,58 @@ def test_reward_function_returns_scores_and_logs_metrics():
         log_metric=lambda k, v: logged.__setitem__(k, v),
     )
     assert out == [2.0, 3.0, 2.0, 4.0]
-    assert logged["proxy_reward"] == 2.75
+    assert logged["train_reward"] == 2.75
+    assert "proxy_reward" not in logged  # no frozen RMs given: nothing claims to be the proxy
     assert logged["gold_score"] == 0.0
     assert logged["kl_to_ref"] == 1.5
-    assert abs(logged["proxy_group_std"] - 0.75) < 1e-6  # (0.5 + 1.0) / 2
+    assert abs(logged["train_group_std"] - 0.75) < 1e-6  # (0.5 + 1.0) / 2
     assert fn.last_batch["completions"] == ["x", "xx", "y", "yyy"]
+
+
+class _RM:
+    """A stand-in reward model: score = 10 x text length (and counts its calls)."""
+
+    def __init__(self, scale: float = 10.0) -> None:
+        self.scale, self.calls = scale, 0
+
+    def eval(self):
+        return self
+
+    def requires_grad_(self, flag):
+        return self
+
+    def score_texts(self, texts, max_length=512):
+        self.calls += 1
+        return torch.tensor([self.scale * len(t) for t in texts])
+
+    def score_embeddings(self, rte):
+        self.calls += 1
+        return rte.sum(-1)
+
+
+def test_frozen_rms_log_the_same_proxy_for_every_method():
+    from r2m.rl.reward import FrozenRMs, VanillaScorer
+
+    proxy, heldout = _RM(10.0), _RM(-1.0)
+    frozen = FrozenRMs(proxy, heldout)
+    texts = ["a", "bb"]
+    # vanilla: the scorer is the proxy RM itself -> its rewards are reused, no second forward
+    vanilla = VanillaScorer.__new__(VanillaScorer)
+    vanilla.rm = proxy
+    out = frozen(texts, vanilla, torch.tensor([10.0, 20.0]), step=0)
+    assert out["proxy_reward"].tolist() == [10.0, 20.0] and proxy.calls == 0
+    assert out["heldout_reward"].tolist() == [-1.0, -2.0]
+    # another method's reward (here: 0) never leaks into the proxy column
+    other = lambda texts, ppass, step: torch.zeros(len(texts))  # noqa: E731
+    out = frozen(texts, other, torch.zeros(2), step=0)
+    assert out["proxy_reward"].tolist() == [10.0, 20.0] and proxy.calls == 1
+    # a scorer embedding with the proxy's trunk (R2M): only the score head runs, on the cached embeddings
+    r2m_like = type("S", (), {"rm": proxy, "cache": {"step": 3, "rte": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}})()
+    out = frozen(texts, r2m_like, torch.zeros(2), step=3)
+    assert out["proxy_reward"].tolist() == [3.0, 7.0]
+    # a stale cache (another step) is not used
+    out = frozen(texts, r2m_like, torch.zeros(2), step=4)
+    assert out["proxy_reward"].tolist() == [10.0, 20.0]
 
 
 def test_summarise_finds_gold_peak():
