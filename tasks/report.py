@@ -8,6 +8,7 @@ exists).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from r2m.config import Config
@@ -29,7 +30,11 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
     plots = [
         plot_proxy_vs_gold(runs, paths.plots / "proxy_vs_gold.png"),
         plot_gold_vs_kl(
-            {k: [{**r, "kl": r.get("kl_to_ref")} for r in v] for k, v in runs.items()}, paths.plots / "gold_vs_kl.png"
+            {
+                k: [{**r, "sqrt_kl": math.sqrt(max(0.0, r["kl_to_ref"]))} for r in v if "kl_to_ref" in r]
+                for k, v in runs.items()
+            },
+            paths.plots / "gold_vs_kl.png",
         ),
         plot_length(runs, paths.plots / "length.png"),
     ]

@@ -119,8 +119,11 @@ def plot_proxy_vs_gold(runs: Runs, path: str | Path, smooth: int | None = None) 
 
 
 def plot_gold_vs_kl(runs: Runs, path: str | Path, smooth: int | None = None) -> Path:
-    """Gold score against KL to the reference policy (the over-optimisation curve), one colour per run."""
-    return _panels(runs, path, "kl", ["gold_score"], "Gold score vs KL", smooth, smooth_x=True)
+    """Gold score and proxy reward against sqrt(KL to the reference policy), the over-optimisation curve of Gao et
+    al. (2022), one colour per run. Rows need ``sqrt_kl``."""
+    return _panels(
+        runs, path, "sqrt_kl", ["gold_score", "proxy_reward"], "Gold and proxy vs sqrt(KL)", smooth, smooth_x=True
+    )
 
 
 def plot_length(runs: Runs, path: str | Path, smooth: int | None = None) -> Path:

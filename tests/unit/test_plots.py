@@ -17,13 +17,13 @@ def _rows(n: int, offset: float) -> list[dict]:
             "step": s,
             "proxy_reward": offset + 0.1 * s,
             "gold_score": offset + math.sin(s / 5),
-            "kl": 0.05 * s,
+            "sqrt_kl": (0.05 * s) ** 0.5,
             "completion_length": 40 + s,
         }
         for s in range(n)
     ]
     rows[3].pop("gold_score")  # skipped, not fatal
-    rows[4]["kl"] = None
+    rows[4]["sqrt_kl"] = None
     return rows
 
 
