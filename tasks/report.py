@@ -14,7 +14,7 @@ from pathlib import Path
 from r2m.config import Config
 from r2m.data.io import read_json, write_json
 from r2m.evaluation.plots import plot_gold_vs_kl, plot_length, plot_proxy_vs_gold
-from r2m.evaluation.report import hidden_state_line, markdown_table, summary_header, summary_row
+from r2m.evaluation.report import checkpoint_table, hidden_state_line, markdown_table, summary_header, summary_row
 from r2m.paths import Paths
 from r2m.rl.runner import load_rows
 
@@ -45,7 +45,9 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
     header = summary_header(cfg, rm, sft, read_json(bon_file) if bon_file.exists() else None)
     hs_file = paths.metrics / "hidden_states.json"
     hs_line = hidden_state_line(read_json(hs_file)) if hs_file.exists() else ""
-    (paths.metrics / "summary.md").write_text(header + hs_line + table)
+    ckpt = checkpoint_table(rows)
+    ckpt_md = f"\nCheckpoint choice (eval prompts, greedy; gold judge, both orders):\n\n{ckpt}" if ckpt else ""
+    (paths.metrics / "summary.md").write_text(header + hs_line + table + ckpt_md)
     summary = {"runs": rows, "rm_test_accuracy": rm["test_accuracy"], "sft_gold_mean": sft.get("gold_mean")}
     write_json(paths.metrics / "summary.json", summary)
     return {

@@ -81,6 +81,37 @@ def summary_row(run: str, rl: dict, ev: dict) -> dict:
     return row
 
 
+CHOICE_LABELS = {
+    "final": "final round",
+    "best_proxy": "best by proxy",
+    "best_heldout": "best by held-out RM",
+    "oracle": "gold oracle",
+}
+
+
+def checkpoint_table(rows: list[dict]) -> str:
+    """One row per run and checkpoint choice (``metrics/eval/<run>.json``'s ``checkpoints``): round, gold, proxy,
+    held-out RM, gold win rates vs SFT and vs the references with 95% CIs ("" when no run has checkpoints)."""
+    lines = []
+    for r in rows:
+        for choice, label in CHOICE_LABELS.items():
+            c = (r.get("checkpoints") or {}).get(choice)
+            if not c:
+                continue
+            held = "-" if c.get("heldout") is None else f"{c['heldout']:.2f}"
+            lines.append(
+                f"| {r['run']} | {label} | {c['round']} ({c['step']}) | {c['gold']:.2f} | {c['proxy']:.2f} | {held} "
+                f"| {_win(c.get('vs_sft')) or '-'} | {_win(c.get('vs_reference')) or '-'} |"
+            )
+    if not lines:
+        return ""
+    head = (
+        "| run | checkpoint | round (step) | gold | proxy | held-out RM | win vs SFT [95% CI] | win vs ref [95% CI] |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    return head + "\n".join(lines) + "\n"
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str | None]] = COLUMNS) -> str:
     head = "| " + " | ".join(c for c, _, _ in columns) + " |"
     sep = "|" + "---|" * len(columns)
