@@ -20,6 +20,7 @@ from r2m.config import (
     PROMPT_FORMATS,
     Config,
     ConfigError,
+    RLConfig,
     config_help,
     load_config,
 )
@@ -69,7 +70,7 @@ def test_help_covers_exactly_the_keys_of_params_yaml():
 
 def test_help_rows_give_type_default_and_choices():
     rows = {key: (tp, default, text) for key, tp, default, text in config_help()}
-    assert rows["rl.steps"][:2] == ("int", "160")
+    assert rows["rl.steps"][:2] == ("int", str(RLConfig().steps))
     assert rows["rl.methods"][:2] == ("list[str]", '["vanilla", "r2m"]')
     assert rows["analysis.layers"][:2] == ("list[int]", "[]")
     assert rows["reward_model.train_trunk"][:2] == ("bool", "true")
