@@ -336,6 +336,21 @@ class RLConfig:
         },
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping of the policy update."})
+    bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "bf16 mixed precision for the policy's RL update (TRL's bf16 flag); needs a CUDA device (the "
+            "CPU profiles keep float32). The reference, the RMs and R2M's head stay float32."
+        },
+    )
+    monitor_sample: int = field(
+        default=8,
+        metadata={
+            "help": "Rollouts per step on which the KL to the reference and the held-out RM are measured (each costs "
+            "a forward): the first response of every prompt, then the second, ...; 0 = all. Reward, proxy, gold, "
+            "length and repetition use every rollout."
+        },
+    )
 
 
 @dataclass
@@ -381,11 +396,45 @@ class R2MConfig:
     grad_clip: float = field(
         default=1.0, metadata={"help": "Gradient-norm clipping of each GREBT step (cross-attention + phi)."}
     )
-    round_eval_pairs: int = field(
-        default=200,
+    update_feedback: str = field(
+        default="scoring",
         metadata={
-            "help": "RM-test pairs (the first N) scored with the current policy's feedback at t = T at the end of "
-            "every round: round_<k>/rm_accuracy.json and the run summary's rm_test_accuracy_per_round."
+            "help": "Feedback h' of the GREBT update: 'scoring' reuses the states the reward was computed with (the "
+            "policy's own states from its rollout; with one optimisation pass per generation batch they are the "
+            "states of the policy the loss forward ran, the paper's 'last training forward': no extra forward); "
+            "'updated' recomputes them with the policy after its optimiser step (one backbone-only forward).",
+            "choices": ("scoring", "updated"),
+        },
+    )
+    self_labels: str = field(
+        default="recomputed",
+        metadata={
+            "help": "Scores each group's best / worst are picked by: 'recomputed' (r', the spec's default) or "
+            "'annotation' (the scores the rollout was rewarded with). They differ only with "
+            "r2m.update_feedback=updated or more than one update per step.",
+            "choices": ("recomputed", "annotation"),
+        },
+    )
+    gre_std_floor: float = field(
+        default=0.1,
+        metadata={
+            "help": "f in GRE's z-score (r - mean) / (std + 1e-6 + f s), s = the batch's reward std (detached): bounds "
+            "the gradient of a near-tied group, which grows as 1 / std, at about 1 / (f s). 0 = the paper's "
+            "absolute eps alone. >= 0."
+        },
+    )
+    out_init_gain: float = field(
+        default=0.1,
+        metadata={
+            "help": "Xavier gain of the cross-attention's output projection W_o at initialisation: small keeps the "
+            "untrained R2M reward close to the vanilla one. > 0."
+        },
+    )
+    horizon: int = field(
+        default=0,
+        metadata={
+            "help": "T of omega(t) = max(0.5 cos(pi t / T) + 0.5, Omega); 0 = rl.steps (the paper). Another value "
+            "tests the sensitivity to the schedule's horizon."
         },
     )
 
@@ -646,6 +695,19 @@ class Config:
             )
         if not 0.0 <= self.r2m.omega_floor <= 1.0:
             raise ConfigError(f"r2m.omega_floor must be in [0, 1], got {self.r2m.omega_floor}")
+        if self.r2m.rm_updates_per_step < 1:
+            raise ConfigError(f"r2m.rm_updates_per_step must be >= 1, got {self.r2m.rm_updates_per_step}")
+        for key in ("update_feedback", "self_labels"):
+            choices = R2MConfig.__dataclass_fields__[key].metadata["choices"]
+            if getattr(self.r2m, key) not in choices:
+                raise ConfigError(f"r2m.{key} must be one of {', '.join(choices)}, got {getattr(self.r2m, key)!r}")
+        if self.r2m.gre_std_floor < 0 or self.r2m.out_init_gain <= 0 or self.r2m.horizon < 0:
+            raise ConfigError(
+                "r2m: gre_std_floor must be >= 0, out_init_gain > 0 and horizon >= 0, got "
+                f"{self.r2m.gre_std_floor}, {self.r2m.out_init_gain}, {self.r2m.horizon}"
+            )
+        if self.rl.monitor_sample < 0:
+            raise ConfigError(f"rl.monitor_sample must be >= 0 (0 = all rollouts), got {self.rl.monitor_sample}")
         if not 0.0 <= self.r2m.alpha <= 1.0:
             raise ConfigError(f"r2m.alpha must be in [0, 1], got {self.r2m.alpha}")
         if not 0.0 <= self.preferences.label_noise < 0.5:

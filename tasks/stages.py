@@ -177,6 +177,8 @@ STAGES: tuple[Stage, ...] = (
             "r2m",
             *(f"rl.{k}" for k in ("steps", "rounds", "prompts_per_step", "num_generations")),
             *(f"rl.{k}" for k in ("max_completion_length", "temperature", "lr", "beta", "max_grad_norm")),
+            "rl.monitor_sample",
+            "rl.bf16",
         ),
         outs=(Out(f"models/rl/{RUN}", persist=True),),
         metrics=(f"metrics/rl/{RUN}.json",),

@@ -67,8 +67,9 @@ def run_reward(cfg: Config, paths: Paths, final: Path, policy, tok) -> Callable[
         return lambda ps, rs: rm.score_texts([p + r for p, r in zip(ps, rs, strict=True)], max_length=ml).tolist()
     head = R2MRewardHead.load(final / "reward_head")
     monitor = PolicyMonitor(tok, policy, keep_feedback=True)
-    monitor.attach(policy)
-    return feedback_scorer(rm, head, monitor, lambda ps: render_prompts(tok, ps, cfg.policy), max_length=ml)
+    monitor.attach(policy, capture=False)
+    render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
+    return feedback_scorer(rm, head, monitor, render, max_length=ml, seed=cfg.seed)
 
 
 def judged_policy_pairs(cfg: Config, paths: Paths, run: str, judge: Judge, rows: list[dict]) -> dict | None:

@@ -127,6 +127,7 @@ def gaussian_like(feedback: Tensor, mask: Tensor, generator: torch.Generator | N
     mean = x.sum(dim=(1, 2)) / count  # [B]
     var = (x - mean[:, None, None]).masked_fill(~real, 0.0).pow(2).sum(dim=(1, 2)) / count  # [B]
 
-    noise = torch.randn(feedback.shape, generator=generator, dtype=feedback.dtype, device=feedback.device)
+    # drawn on the CPU (the generator's device) and moved: the same noise on every device
+    noise = torch.randn(feedback.shape, generator=generator, dtype=feedback.dtype).to(feedback.device)
     noise = mean[:, None, None] + var.sqrt()[:, None, None] * noise
     return noise.masked_fill(~real, 0.0)

@@ -32,6 +32,8 @@ class R2MHeadConfig:
     use_attention: bool = True
     omega_floor: float = 0.6
     total_steps: int = 1
+    noise: bool = False  # trained on Gaussian noise in place of h (r2m_noise): score it on noise too
+    out_init_gain: float = 0.1  # Xavier gain of W_o at initialisation
     trunk: str = ""  # the reward-model directory whose trunk produces H (relative to the pipeline's working dir)
     policy: str = ""  # the policy directory whose hidden states are h
 
@@ -43,7 +45,13 @@ class R2MRewardHead(nn.Module):
         super().__init__()
         self.config = config
         self.attn = (
-            PolicyFeedbackAttention(config.rm_dim, config.policy_dim, config.attn_dim, config.num_heads)
+            PolicyFeedbackAttention(
+                config.rm_dim,
+                config.policy_dim,
+                config.attn_dim,
+                config.num_heads,
+                out_init_gain=config.out_init_gain,
+            )
             if config.use_attention
             else None
         )
@@ -81,12 +89,19 @@ class R2MRewardHead(nn.Module):
         return list(self.parameters())
 
 
-def load_state(head: R2MRewardHead, optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Restore head weights and optimizer state saved by :func:`save_state` (weights_only loading)."""
+EXTRA = "r2m_state.pt"  # tensors only (e.g. the noise generator's state), loaded with weights_only=True
+
+
+def load_state(head: R2MRewardHead, optimizer: torch.optim.Optimizer, path: Path) -> dict | None:
+    """Restore head weights and optimizer state saved by :func:`save_state` (weights_only loading); returns the
+    ``extra`` dict saved beside them (None if there was none)."""
     head.load_state_dict(load_file(path / WEIGHTS))
     optimizer.load_state_dict(torch.load(path / "r2m_optimizer.pt", weights_only=True))
+    return torch.load(path / EXTRA, weights_only=True) if (path / EXTRA).exists() else None
 
 
-def save_state(head: R2MRewardHead, optimizer: torch.optim.Optimizer, path: Path) -> None:
+def save_state(head: R2MRewardHead, optimizer: torch.optim.Optimizer, path: Path, extra: dict | None = None) -> None:
     head.save(path)
     torch.save(optimizer.state_dict(), path / "r2m_optimizer.pt")
+    if extra is not None:
+        torch.save(extra, path / EXTRA)

@@ -93,13 +93,15 @@ class RewardModel(nn.Module):
         cache = self.embedding_cache
         todo = list(dict.fromkeys(t for t in texts if cache is None or t not in cache))
         found: dict[str, Tensor] = {}
+        dev = next(self.trunk.parameters()).device
         for i in tqdm(range(0, len(todo), batch_size), desc="embed", disable=not progress):
             chunk = todo[i : i + batch_size]
-            found.update(zip(chunk, self.embed(**self.tokenize(chunk, max_length=max_length)), strict=True))
+            enc = {k: v.to(dev) for k, v in self.tokenize(chunk, max_length=max_length).items()}
+            found.update(zip(chunk, self.embed(**enc), strict=True))
         if cache is not None:
             cache.update(found)
             found = cache
-        return torch.stack([found[t] for t in texts]) if texts else torch.zeros(0, self.hidden_size)
+        return torch.stack([found[t] for t in texts]) if texts else torch.zeros(0, self.hidden_size, device=dev)
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str], batch_size: int = 32, max_length: int = 512) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r2m.config import Config
@@ -43,10 +44,11 @@ def gold_labelled_pairs(posts: list, seed: int) -> list[dict]:
 
 
 def round_accuracy(rm, head, monitor, cfg: Config, pairs: list[dict], tok) -> dict:
-    """RM-test accuracy of the R2M reward with the current policy's feedback at t = T (strict)."""
+    """RM-test accuracy of the R2M reward with the current policy's feedback at t = T (strict), on all RM-test
+    pairs (the set the evaluate stage scores)."""
     render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
-    score = feedback_scorer(rm, head, monitor, render, max_length=cfg.reward_model.max_length)
-    return pair_accuracy(score, pairs[: cfg.r2m.round_eval_pairs])
+    score = feedback_scorer(rm, head, monitor, render, max_length=cfg.reward_model.max_length, seed=cfg.seed)
+    return pair_accuracy(score, pairs)
 
 
 def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monitor: PolicyMonitor, tok):
@@ -62,7 +64,7 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
         return VanillaScorer(rm, max_length=cfg.reward_model.max_length), lambda d: rm.save(d / "reward_model"), None
     variant = VARIANTS[method]
     trunk, policy = (d.relative_to(paths.root).as_posix() for d in (paths.rm, paths.sft))  # not machine paths
-    head = build_head(rm, monitor.reference.config.hidden_size, cfg, variant, trunk, policy)
+    head = build_head(rm, monitor.reference.config.hidden_size, cfg, variant, trunk, policy).to(policy_device())
     scorer = R2MScorer(rm, head, variant, cfg.reward_model.max_length, seed=cfg.seed)
     test_pairs = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
 
@@ -73,6 +75,11 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
     return scorer, export, head
 
 
+def policy_device() -> torch.device:
+    """Where TRL puts the policy (its accelerator's device): every model of the run goes there too."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpec, RewardFunction, object]:
     """Everything :func:`r2m.rl.runner.train_rounds` needs for one run: the spec (with its resume fingerprint), the
     reward callable (scorer + policy monitor + gold judge) and the tokenizer. R2M variants add their updater
@@ -81,14 +88,21 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
     tok = AutoTokenizer.from_pretrained(paths.sft)
     prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
-    reference = AutoModelForCausalLM.from_pretrained(paths.sft, use_safetensors=True)
-    rm = RewardModel.load(paths.rm)
+    device = policy_device()
+    reference = AutoModelForCausalLM.from_pretrained(paths.sft, use_safetensors=True).to(device)
+    rm = RewardModel.load(paths.rm).to(device)
     _, gold_fn = load_gold(paths)
-    monitor = PolicyMonitor(tok, reference, keep_feedback=method in VARIANTS and VARIANTS[method].use_attention)
+    monitor = PolicyMonitor(
+        tok,
+        reference,
+        keep_feedback=method in VARIANTS and VARIANTS[method].use_attention,
+        monitor_sample=cfg.rl.monitor_sample,
+        k=cfg.rl.num_generations,
+    )
     scorer, export, head = build_scorer(method, rm, cfg, paths, monitor, tok)
     # the proxy is the vanilla RM as the reward_model stage left it (pretrained_rm trains its own copy further)
-    proxy = RewardModel.load(paths.rm) if method == "pretrained_rm" else rm
-    heldout = RewardModel.load(paths.rm_heldout) if paths.rm_heldout.exists() else None
+    proxy = RewardModel.load(paths.rm).to(device) if method == "pretrained_rm" else rm
+    heldout = RewardModel.load(paths.rm_heldout).to(device) if paths.rm_heldout.exists() else None
     frozen = FrozenRMs(proxy, heldout, max_length=cfg.reward_model.max_length)
     reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn, frozen=frozen)
     d = cfg.to_dict()

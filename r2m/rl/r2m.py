@@ -2,11 +2,15 @@
 
 Per rollout batch (K responses for each of n prompts):
   1. the frozen RM trunk gives the reward token embedding H [B, D_rm] (once per batch, cached);
-  2. the policy forward that also measures KL gives the feedback h [B, S, D_p];
+  2. the feedback h [B, S, D_p] is the policy's own last-layer states from TRL's generation forward (captured,
+     no extra forward: :class:`r2m.rl.policy_pass.RolloutCapture`);
   3. r = phi((1 - omega(t)) CA(H, h) + omega(t) H) is the reward TRL optimises.
 After the policy's optimiser step (``on_step_end``):
-  4. h' = hidden states of the UPDATED policy on the same responses (one extra no-grad forward, timed);
-  5. r' recomputed, each group self-labelled (best / worst), GREBT = (1 - alpha) BT + alpha GRE minimised;
+  4. h' = h (``r2m.update_feedback: scoring``: with one optimisation pass per generation batch these are the states of
+     the policy the loss forward ran, the paper's "last training forward") or the UPDATED policy's states on the same
+     responses (``updated``: one backbone-only no-grad forward, timed);
+  5. r' recomputed, each group self-labelled (best / worst of r', or of the annotation-time r with
+     ``r2m.self_labels: annotation``), GREBT = (1 - alpha) BT + alpha GRE minimised;
   6. AdamW step on the cross-attention and phi only (trunk and policy untouched).
 """
 
@@ -41,7 +45,9 @@ def build_head(
         num_heads=cfg.r2m.num_heads,
         use_attention=variant.use_attention,
         omega_floor=cfg.r2m.omega_floor,
-        total_steps=cfg.rl.steps,
+        total_steps=cfg.r2m.horizon or cfg.rl.steps,
+        noise=variant.noise,
+        out_init_gain=cfg.r2m.out_init_gain,
         trunk=trunk,
         policy=policy,
     )
@@ -79,8 +85,15 @@ class R2MScorer:
         h, mask = self.feedback(ppass)
         with torch.no_grad():
             rewards = self.head(rte, h, mask, self.omega_at(step))
-        self.cache = {"rte": rte, "step": step, "rewards": rewards}
+        self.cache = {"rte": rte, "step": step, "rewards": rewards, "h": h, "mask": mask}
         return rewards
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs beyond the head: the noise generator's state (``r2m_noise``)."""
+        return {"noise_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["noise_generator"])
 
 
 class R2MUpdater(TrainerCallback):
@@ -94,6 +107,9 @@ class R2MUpdater(TrainerCallback):
         self.alpha = scorer.variant.alpha if scorer.variant.alpha is not None else cfg.r2m.alpha
         self.updates = cfg.r2m.rm_updates_per_step
         self.grad_clip = cfg.r2m.grad_clip
+        self.update_feedback = cfg.r2m.update_feedback
+        self.self_labels = cfg.r2m.self_labels
+        self.gre_std_floor = cfg.r2m.gre_std_floor
         self.optimizer = torch.optim.AdamW(scorer.head.trainable_parameters(), lr=cfg.r2m.rm_lr, weight_decay=0.0)
         self.metrics: dict[str, float] = {}
 
@@ -103,25 +119,30 @@ class R2MUpdater(TrainerCallback):
         step = cache["step"]
         w = self.scorer.omega_at(step)
         out = {"r2m_omega": w}
-        if not self.scorer.variant.train:
+        variant = self.scorer.variant
+        if not variant.train or (variant.max_updates is not None and step >= variant.max_updates):
             return out
         t0 = time.perf_counter()
-        h, mask = None, None
-        if self.scorer.variant.use_attention:
-            ppass = self.monitor.run(batch["prompts"], batch["completion_ids"], with_reference=False)
-            h, mask = self.scorer.feedback(ppass)
+        h, mask = cache["h"], cache["mask"]
+        if self.scorer.variant.use_attention and self.update_feedback == "updated":
+            h, mask = self.scorer.feedback(self.monitor.forward(batch["prompt_ids"], batch["completion_ids"]))
         t1 = time.perf_counter()
         head = self.scorer.head
+        labels = cache["rewards"].view(-1, self.k) if self.self_labels == "annotation" else None
         head.train()
         for _ in range(self.updates):
             rewards = head(cache["rte"], h, mask, w).view(-1, self.k)
-            terms = grebt_terms(rewards, self.alpha)
+            terms = grebt_terms(rewards, self.alpha, std_floor=self.gre_std_floor, labels=labels)
             self.optimizer.zero_grad(set_to_none=True)
             terms["grebt"].backward()
             torch.nn.utils.clip_grad_norm_(head.trainable_parameters(), self.grad_clip)
             self.optimizer.step()
         head.eval()
         out.update({f"r2m_{k}": float(v.detach()) for k, v in terms.items()})
+        if head.attn is not None:  # how large the feedback's part of H_fin is next to the RM's own part
+            with torch.no_grad():
+                attended = (1.0 - w) * head.attn(cache["rte"], h, mask).norm(dim=-1).mean()
+                out["r2m_attention_share"] = float(attended / (w * cache["rte"].norm(dim=-1).mean()))
         out["r2m_feedback_forward_s"] = t1 - t0
         out["r2m_update_s"] = time.perf_counter() - t0
         return out
@@ -131,17 +152,22 @@ class R2MUpdater(TrainerCallback):
             self.metrics = self.update()
 
     def on_save(self, args, state, control, **kwargs):
-        save_state(self.scorer.head, self.optimizer, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        save_state(self.scorer.head, self.optimizer, ckpt, extra=self.scorer.state_dict())
 
     def resume(self, checkpoint: Path) -> None:
-        """Restore the head and its optimizer from a TRL checkpoint this callback saved into."""
-        load_state(self.scorer.head, self.optimizer, checkpoint)
+        """Restore the head, its optimizer and the scorer's generator from a TRL checkpoint this callback saved."""
+        extra = load_state(self.scorer.head, self.optimizer, checkpoint)
+        if extra is not None:
+            self.scorer.load_state_dict(extra)
 
 
-def feedback_scorer(rm: RewardModel, head: R2MRewardHead, monitor: PolicyMonitor, render, max_length: int = 512):
+def feedback_scorer(
+    rm: RewardModel, head: R2MRewardHead, monitor: PolicyMonitor, render, max_length: int = 512, seed: int = 0
+):
     """``score(plain_prompts, responses)`` with the R2M head and ``monitor``'s policy as feedback at t = T;
-    ``render(prompts)`` turns task prompts into what the policy sees."""
-    return lambda ps, rs: score_with_feedback(rm, head, monitor, ps, render(ps), rs, max_length=max_length)
+    ``render(prompts)`` turns task prompts into what the policy sees; ``seed``: the noise of an ``r2m_noise`` head."""
+    return lambda ps, rs: score_with_feedback(rm, head, monitor, ps, render(ps), rs, max_length=max_length, seed=seed)
 
 
 @torch.no_grad()
@@ -155,12 +181,15 @@ def score_with_feedback(
     step: int | None = None,
     batch_size: int = 16,
     max_length: int = 512,
+    seed: int = 0,
 ) -> list[float]:
     """R2M rewards of (prompt, response) with ``monitor``'s policy as feedback; ``step=None`` uses t = T (omega at
-    its floor), the evaluation-time setting (docs/method.md)."""
+    its floor), the evaluation-time setting (docs/method.md). The feedback covers the tokens an RL rollout of the
+    response has (:meth:`PolicyMonitor.encode`); a head trained on noise (``r2m_noise``) is scored on noise of the
+    same statistics, drawn from a generator seeded with ``seed``."""
     c = head.config
     w = omega(c.total_steps if step is None else step, c.total_steps, c.omega_floor) if c.use_attention else 1.0
-    tok = monitor.tokenizer
+    generator = torch.Generator().manual_seed(seed)
     out: list[float] = []
     head.eval()
     for i in range(0, len(responses), batch_size):
@@ -168,8 +197,9 @@ def score_with_feedback(
         rte = rm.embed_texts([p + r for p, r in zip(rm_prompts[sl], responses[sl], strict=True)], max_length=max_length)
         h = mask = None
         if c.use_attention:
-            ids = [tok(r, add_special_tokens=False)["input_ids"] for r in responses[sl]]
-            ppass = monitor.run(policy_prompts[sl], ids, with_reference=False)
+            ppass = monitor.forward(*monitor.encode(policy_prompts[sl], responses[sl]))
             h, mask = ppass.feedback, ppass.mask
+            if c.noise:
+                h = gaussian_like(h, mask, generator=generator)
         out.extend(head(rte, h, mask, w).tolist())
     return out

@@ -4,7 +4,8 @@ TRL calls it with the rollout batch (prompts repeated K times, consecutively) pl
 method's training reward per completion and logs, through TRL's ``log_metric``, the same quantities for every method:
 ``proxy_reward`` (the frozen vanilla RM's score), ``heldout_reward`` (the held-out RM's), ``train_reward`` (the
 method's own reward: for vanilla the proxy itself), gold score, KL to the reference, length and repetition, and the
-reward spread within groups.
+reward spread within groups. The KL and the held-out RM cost a forward each, so they are measured on
+``rl.monitor_sample`` rows of the batch (:func:`r2m.rl.policy_pass.sample_rows`); the rest on every row.
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ class FrozenRMs:
         self.heldout = heldout.eval().requires_grad_(False) if heldout is not None else None
         self.max_length = max_length
 
-    def __call__(self, texts: Sequence[str], scorer: ProxyScorer, rewards: Tensor, step: int) -> dict[str, Tensor]:
-        """``{"proxy_reward": [B], "heldout_reward": [B]}`` of ``texts``; ``rewards`` [B] are the scorer's."""
+    def __call__(
+        self, texts: Sequence[str], scorer: ProxyScorer, rewards: Tensor, step: int, rows: Sequence[int] | None = None
+    ) -> dict[str, Tensor]:
+        """``{"proxy_reward": [B], "heldout_reward": [b]}`` of ``texts``; ``rewards`` [B] are the scorer's; the
+        held-out RM scores only ``rows`` (default: all)."""
         if isinstance(scorer, VanillaScorer) and scorer.rm is self.proxy:
             proxy = rewards
         elif getattr(scorer, "rm", None) is self.proxy and (getattr(scorer, "cache", None) or {}).get("step") == step:
@@ -62,7 +66,8 @@ class FrozenRMs:
             proxy = self.proxy.score_texts(texts, max_length=self.max_length)
         out = {"proxy_reward": proxy.float().cpu()}
         if self.heldout is not None:
-            out["heldout_reward"] = self.heldout.score_texts(texts, max_length=self.max_length).float().cpu()
+            sub = list(texts) if rows is None else [texts[i] for i in rows]
+            out["heldout_reward"] = self.heldout.score_texts(sub, max_length=self.max_length).float().cpu()
         return out
 
 
@@ -103,17 +108,18 @@ class RewardFunction:
         state = kwargs.get("trainer_state")
         step = int(state.global_step) if state is not None else 0
         if completion_ids is None:
-            completion_ids = [self.monitor.tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
-        ppass = self.monitor.run(prompts, completion_ids)
+            raise ValueError("the reward function needs TRL's completion_ids (the tokens the policy generated)")
+        ppass = self.monitor.rollout(completion_ids)
+        rows = ppass.rows
         rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
         texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
         rewards = self.scorer(texts, ppass, step).float().cpu()
-        frozen = self.frozen(texts, self.scorer, rewards, step) if self.frozen is not None else {}
+        frozen = self.frozen(texts, self.scorer, rewards, step, rows) if self.frozen is not None else {}
         metrics = {
             "train_reward": float(rewards.mean()),
             "train_group_std": group_std(rewards, self.k),
             **{name: float(v.mean()) for name, v in frozen.items()},
-            "kl_to_ref": float(ppass.kl.mean()),
+            "kl_to_ref": float(ppass.kl[rows].mean()),
             **batch_stats(completions),
         }
         post_ids = kwargs.get("post_id")
@@ -127,6 +133,7 @@ class RewardFunction:
                 log_metric(name, value)
         self.last_batch = {
             "prompts": list(prompts),
+            "prompt_ids": ppass.prompt_ids,
             "completions": list(completions),
             "completion_ids": [list(c) for c in completion_ids],
             "rewards": rewards,

@@ -59,6 +59,8 @@ def trl_config(algo: str, cfg: Config, output_dir: Path):
     from trl import GRPOConfig, RLOOConfig
 
     rl = cfg.rl
+    if rl.bf16 and not torch.cuda.is_available():
+        raise ValueError("rl.bf16: bf16 mixed precision needs a CUDA device; this machine has none")
     steps_per_round = rl.steps // rl.rounds
     common = dict(
         output_dir=str(output_dir),
@@ -80,16 +82,23 @@ def trl_config(algo: str, cfg: Config, output_dir: Path):
         data_seed=cfg.seed,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
-        bf16=False,
+        bf16=rl.bf16,
         gradient_checkpointing=False,
         dataloader_num_workers=0,
         disable_tqdm=True,  # r2m.rl.callbacks.ProgressBar shows one bar with the key metrics instead
     )
-    if algo == "grpo":
-        return GRPOConfig(**common)
-    if algo == "rloo":
-        return RLOOConfig(**common)
-    raise ValueError(f"unknown RL algorithm {algo!r}; valid: {', '.join(ALGOS)}")
+    if algo not in ("grpo", "rloo"):
+        raise ValueError(f"unknown RL algorithm {algo!r}; valid: {', '.join(ALGOS)}")
+    args = (GRPOConfig if algo == "grpo" else RLOOConfig)(**common)
+    # one generation batch per optimiser step, optimised once: the reward function's monitor (feedback captured from
+    # the rollout, KL) and R2M's update after every step rely on it
+    passes = (args.num_iterations, args.steps_per_generation, args.gradient_accumulation_steps)
+    if passes != (1, 1, 1):
+        raise ValueError(
+            f"num_iterations, steps_per_generation and gradient_accumulation_steps must be 1, got {passes}: "
+            "R2M updates once per generation batch"
+        )
+    return args
 
 
 def trainer_class(algo: str):
@@ -250,9 +259,11 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         i = max(range(len(ma)), key=ma.__getitem__)
         out["gold_peak_ma"] = ma[i]
         out["gold_peak_step"] = gold[i + w // 2][1]
-        kl = {r["step"]: r["kl_to_ref"] for r in rows if "kl_to_ref" in r}
-        if out["gold_peak_step"] in kl:
-            out["kl_at_gold_peak"] = kl[out["gold_peak_step"]]
+        # the KL over the same window (it is measured on rl.monitor_sample rollouts per step, so one step is noisy)
+        window = {s for _, s in gold[i : i + w]}
+        kl = [r["kl_to_ref"] for r in rows if "kl_to_ref" in r and r["step"] in window]
+        if kl:
+            out["kl_at_gold_peak"] = sum(kl) / len(kl)
     return out
 
 

@@ -21,6 +21,7 @@ class Variant:
     noise: bool = False  # replace h by Gaussian noise with the same mean and variance
     train: bool = True  # online GREBT updates after every policy step
     alpha: float | None = None  # GREBT mixing; None = r2m.alpha
+    max_updates: int | None = None  # update only after the first N rollout batches, then frozen (None = always)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -30,6 +31,7 @@ VARIANTS: dict[str, Variant] = {
     "r2m_no_gre": Variant(alpha=0.0),
     "r2m_no_bt": Variant(alpha=1.0),
     "iter_head": Variant(use_attention=False),
+    "r2m_once": Variant(max_updates=1),  # reviewers' ablation: R2M updated once, then frozen
 }
 
 

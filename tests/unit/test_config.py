@@ -34,6 +34,14 @@ def test_parse_override_yaml_values():
         ("rl.steps=7", "multiple of rl.rounds"),
         ("reward_model.train_trunk=3", "expected true/false"),
         ("r2m.alpha=1.5", "r2m.alpha must be in [0, 1]"),
+        ("r2m.rm_updates_per_step=0", "r2m.rm_updates_per_step must be >= 1"),
+        ("r2m.update_feedback=later", "r2m.update_feedback must be one of scoring, updated"),
+        ("r2m.self_labels=gold", "r2m.self_labels must be one of recomputed, annotation"),
+        ("r2m.gre_std_floor=-1", "gre_std_floor must be >= 0"),
+        ("rl.monitor_sample=-1", "rl.monitor_sample must be >= 0"),
+        # R2M updates once per generation batch: several passes over a batch are not a setting
+        ("rl.num_iterations=2", "unknown key 'rl.num_iterations'"),
+        ("rl.steps_per_generation=2", "unknown key 'rl.steps_per_generation'"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

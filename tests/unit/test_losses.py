@@ -150,3 +150,30 @@ def test_grebt_sgd_widens_gap_and_sharpens_groups():
 def test_grebt_invalid_args(shape, alpha):
     with pytest.raises(ValueError):
         grebt_loss(torch.randn(*shape), alpha=alpha)
+
+
+def test_gre_std_floor_bounds_a_near_tied_group():
+    # one ordinary group and one tied to 1e-5: without the floor the tied group's gradient is ~1e5 times larger
+    rewards = torch.tensor([[0.0, 1.0, 2.0, 3.0], [1.0, 1.0 + 1e-5, 1.0, 1.0 - 1e-5]], requires_grad=True)
+
+    def grads(floor: float) -> torch.Tensor:
+        rewards.grad = None
+        group_reward_entropy(rewards, std_floor=floor).sum().backward()
+        return rewards.grad.abs().sum(dim=1)  # [2]: per group
+
+    raw = grads(0.0)
+    assert raw[1] > 1e3 * raw[0]
+    floored = grads(0.1)
+    assert floored[1] < 20 * floored[0]
+    # the ordinary group's own entropy hardly changes (its std is close to the batch's)
+    plain = group_reward_entropy(rewards.detach()[:1])
+    assert torch.allclose(group_reward_entropy(rewards.detach(), std_floor=0.1)[:1], plain, atol=0.05)
+
+
+def test_self_labels_can_come_from_the_annotation_time_scores():
+    rewards = torch.tensor([[0.0, 2.0, 1.0]], requires_grad=True)
+    annotated = torch.tensor([[5.0, 0.0, 9.0]])  # best = 2, worst = 1
+    bt = grebt_terms(rewards, alpha=0.0, labels=annotated)["bt"]
+    assert float(bt.detach()) == pytest.approx(float(-torch.nn.functional.logsigmoid(torch.tensor(1.0 - 2.0))))
+    with pytest.raises(ValueError, match="labels must have the shape"):
+        grebt_terms(rewards, alpha=0.0, labels=annotated[:, :2])

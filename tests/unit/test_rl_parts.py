@@ -7,27 +7,44 @@ import torch
 
 from r2m.evaluation.text_stats import batch_stats, repeated_trigrams
 from r2m.rl.callbacks import is_timing
-from r2m.rl.policy_pass import PolicyPass, build_batch, completion_logprobs
+from r2m.rl.policy_pass import PolicyPass, feedback_ids, pad_rows, response_logps, sample_rows
 from r2m.rl.reward import RewardFunction, group_std
 from r2m.rl.runner import latest_checkpoint, summarise, summarise_timings
 
 
-def test_build_batch_masks():
-    ids, mask, comp = build_batch([[1, 2], [3]], [[4], [5, 6, 7]], pad_id=0)
-    assert ids.tolist() == [[1, 2, 4, 0], [3, 5, 6, 7]]
-    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
-    assert comp.tolist() == [[0, 0, 1, 0], [0, 1, 1, 1]]
+def test_feedback_ids_cover_prompt_and_response_but_its_last_token():
+    ids, mask = feedback_ids([[1, 2], [3]], [[4], [5, 6, 7]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 0], [3, 5, 6]]
+    assert mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    with pytest.raises(ValueError, match="at least one prompt token and one response token"):
+        feedback_ids([[1]], [[]], pad_id=0)
 
 
-def test_completion_logprobs_hand_value():
-    # vocab 2, uniform logits except position 1 predicts token 1 with prob sigmoid(2)
-    logits = torch.zeros(1, 3, 2)
-    logits[0, 1] = torch.tensor([0.0, 2.0])
-    ids = torch.tensor([[0, 1, 1]])
-    comp = torch.tensor([[0, 1, 1]])
-    got = completion_logprobs(logits, ids, comp)
+class _LM:
+    """A causal LM stand-in whose LM head is the identity on 2-d states (logits = state)."""
+
+    def __init__(self) -> None:
+        self.head = torch.nn.Linear(2, 2, bias=False)
+        self.head.weight.data = torch.eye(2)
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+def test_response_logps_hand_value():
+    # prompt of 2 positions, response [1, 1]: produced by the states at positions 1 and 2
+    states = torch.tensor([[[9.0, 9.0], [0.0, 0.0], [0.0, 2.0]]])
+    got = response_logps(_LM(), states, [2], [[1, 1]])
     want = math.log(0.5) + math.log(1 / (1 + math.exp(-2)))
-    assert abs(float(got) - want) < 1e-6
+    assert got.shape == (1,) and abs(float(got.detach()) - want) < 1e-6
+
+
+def test_pad_rows_and_monitor_sample_rows():
+    out, mask = pad_rows([torch.ones(2, 3), torch.ones(1, 3)])
+    assert out.shape == (2, 2, 3) and mask.tolist() == [[1, 1], [1, 0]] and float(out[1, 1].abs().sum()) == 0.0
+    assert sample_rows(8, 4, 2) == [0, 4]  # the first response of each of the 2 prompts
+    assert sample_rows(8, 4, 3) == [0, 1, 4]
+    assert sample_rows(8, 4, 0) == list(range(8)) == sample_rows(8, 4, 99)
 
 
 def test_group_std_population():
@@ -44,12 +61,14 @@ def test_text_stats():
 
 
 class _Monitor:
+    """KL measured on rows 0 and 2 only (as with rl.monitor_sample = 2), NaN elsewhere."""
+
     tokenizer = None
 
-    def run(self, prompts, completion_ids):
-        return PolicyPass(
-            kl=torch.arange(len(prompts), dtype=torch.float32), feedback=None, mask=torch.ones(len(prompts), 1)
-        )
+    def rollout(self, completion_ids):
+        n = len(completion_ids)
+        kl = torch.tensor([1.0, float("nan"), 2.0, float("nan")])[:n]
+        return PolicyPass(kl=kl, feedback=None, mask=torch.ones(n, 1), prompt_ids=[[0]] * n, rows=[0, 2])
 
 
 def test_reward_function_returns_scores_and_logs_metrics():
@@ -68,9 +87,11 @@ def test_reward_function_returns_scores_and_logs_metrics():
     assert logged["train_reward"] == 2.75
     assert "proxy_reward" not in logged  # no frozen RMs given: nothing claims to be the proxy
     assert logged["gold_score"] == 0.0
-    assert logged["kl_to_ref"] == 1.5
+    assert logged["kl_to_ref"] == 1.5  # the mean over the monitored rows only
     assert abs(logged["train_group_std"] - 0.75) < 1e-6  # (0.5 + 1.0) / 2
     assert fn.last_batch["completions"] == ["x", "xx", "y", "yyy"]
+    with pytest.raises(ValueError, match="completion_ids"):
+        fn(["p"], ["x"])
 
 
 class _RM:
@@ -106,6 +127,8 @@ def test_frozen_rms_log_the_same_proxy_for_every_method():
     out = frozen(texts, vanilla, torch.tensor([10.0, 20.0]), step=0)
     assert out["proxy_reward"].tolist() == [10.0, 20.0] and proxy.calls == 0
     assert out["heldout_reward"].tolist() == [-1.0, -2.0]
+    # the held-out RM scores the monitored rows only
+    assert frozen(texts, vanilla, torch.tensor([10.0, 20.0]), step=0, rows=[1])["heldout_reward"].tolist() == [-2.0]
     # another method's reward (here: 0) never leaks into the proxy column
     other = lambda texts, ppass, step: torch.zeros(len(texts))  # noqa: E731
     out = frozen(texts, other, torch.zeros(2), step=0)
@@ -120,10 +143,12 @@ def test_frozen_rms_log_the_same_proxy_for_every_method():
 
 
 def test_summarise_finds_gold_peak():
-    rows = [{"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10)} for i in range(40)]
+    rows = [{"step": i + 1, "proxy_reward": i, "gold_score": -abs(i - 10), "kl_to_ref": i} for i in range(40)]
     s = summarise(rows)
     assert s["proxy_reward_final"] > s["proxy_reward_initial"]
     assert 8 <= s["gold_peak_step"] <= 14
+    # KL at the peak: the mean over the gold window (10 steps around it), not one noisy step
+    assert s["kl_at_gold_peak"] == pytest.approx(sum(range(5, 15)) / 10)  # the first of two tied windows
     assert not any(is_timing(k) for k in s)
 
 
