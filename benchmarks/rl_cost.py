@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="RL steps per run (the first 2 are warm-up)")
     ap.add_argument("--workdir", default="runs/bench")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/rl_cost_<profile>.json)")
+    ap.add_argument("--reuse", action="store_true", help="keep the workdir's data and models if they are there")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "ALGO", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -187,9 +188,12 @@ def main() -> None:
     wd.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "params.yaml", wd / "params.yaml")
     shutil.copytree(ROOT / "configs", wd / "configs", dirs_exist_ok=True)
-    for s in ("prepare", "sft", "preferences", "reward_model"):
-        print(f"[setup] {s}", flush=True)
-        run_stage(wd, [s, "--profile", a.profile])
+    if a.reuse and (wd / "models" / "rm_heldout").exists():
+        print(f"[setup] reusing the data and models in {wd}", flush=True)
+    else:
+        for s in ("prepare", "sft", "preferences", "reward_model"):
+            print(f"[setup] {s}", flush=True)
+            run_stage(wd, [s, "--profile", a.profile])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for algo in a.algos:
@@ -229,7 +233,9 @@ def main() -> None:
                     "step_s": statistics.median(r[k]["step_s_median"] for r in runs),
                     "tokens_per_s": statistics.median(r[k]["tokens_per_step"] / r[k]["step_s_median"] for r in runs),
                     "peak_mb": statistics.median(r[k]["peak_mb"] for r in runs),
-                    "parts_s": {p: statistics.median(r[k]["parts_s"].get(p, 0.0) for r in runs) for p in r[k]["parts_s"]},
+                    "parts_s": {
+                        p: statistics.median(r[k]["parts_s"].get(p, 0.0) for r in runs) for p in runs[0][k]["parts_s"]
+                    },
                 }
                 for k in KINDS
             },

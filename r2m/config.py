@@ -344,11 +344,13 @@ class RLConfig:
         },
     )
     monitor_sample: int = field(
-        default=8,
+        default=4,
         metadata={
             "help": "Rollouts per step on which the KL to the reference and the held-out RM are measured (each costs "
             "a forward): the first response of every prompt, then the second, ...; 0 = all. Reward, proxy, gold, "
-            "length and repetition use every rollout."
+            "length and repetition use every rollout. Measured on tiny (benchmarks/rl_cost.py): 8 of 32 rollouts "
+            "cost 0.046 s of a 0.81 s step (KL 0.021, held-out RM 0.025); the summary's KL at the gold peak "
+            "averages the peak's 10-step window."
         },
     )
 
