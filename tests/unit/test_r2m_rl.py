@@ -18,22 +18,27 @@ from r2m.rl.reward import RewardFunction
 TEXTS = ["my roommate Jake owes me $300 for rent", "my cat Milo needs a $2,500 vet visit", "TL;DR: help"] * 8
 
 
-@pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
-    mk = dict(
+def neox_config(tok, hidden_size: int, num_hidden_layers: int = 1) -> GPTNeoXConfig:
+    """A tiny GPT-NeoX for ``tok`` (2 heads, 64 positions)."""
+    return GPTNeoXConfig(
         vocab_size=len(tok),
-        num_hidden_layers=1,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    policy = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=24, **mk))
-    reference = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=24, **mk))
-    rm = RewardModel(GPTNeoXModel(GPTNeoXConfig(hidden_size=16, **mk)), tok)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
+    policy = GPTNeoXForCausalLM(neox_config(tok, 24))
+    reference = GPTNeoXForCausalLM(neox_config(tok, 24))
+    rm = RewardModel(GPTNeoXModel(neox_config(tok, 16)), tok)
     return tok, policy, reference, rm
 
 

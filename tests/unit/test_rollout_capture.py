@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXForCausalLM
 
 from r2m.models.tokenizer import train_bpe_tokenizer
 from r2m.rl.policy_pass import PolicyMonitor, response_logps, sequence_states
-from tests.unit.test_r2m_rl import PROMPTS, TEXTS, generate
+from tests.unit.test_r2m_rl import PROMPTS, TEXTS, generate, neox_config
 
 
 @pytest.fixture(scope="module")
 def lm():
     torch.manual_seed(0)
     tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
-    cfg = GPTNeoXConfig(
-        vocab_size=len(tok),
-        hidden_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    cfg = neox_config(tok, 24, num_hidden_layers=2)
     return tok, GPTNeoXForCausalLM(cfg).eval(), GPTNeoXForCausalLM(cfg).eval()
 
 
