@@ -13,31 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from common import stage  # benchmarks/common.py (these scripts run as files: benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}  # ATen caps at the CPU
 PINNED: dict[str, str] = {}  # r2m.env's defaults
-
-
-def stage(wd: Path, args: list[str], env_extra: dict[str, str]) -> float:
-    env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "tasks", *args, "--no-mlflow"],
-        cwd=wd,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
 
 
 def main() -> None:

@@ -17,11 +17,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import spread  # benchmarks/common.py (these scripts run as files: benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,10 +61,6 @@ def fresh(wd: Path) -> Path:
     return wd
 
 
-def stats(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="ci")
@@ -84,13 +81,13 @@ def main() -> None:
     result: dict = {
         "profile": a.profile,
         "seconds": seconds,
-        "prefect_vs_direct": stats(ratios),
-        "prefect_minus_direct_s": stats([p - d for p, d in zip(seconds["prefect"], seconds["direct"], strict=True)]),
+        "prefect_vs_direct": spread(ratios),
+        "prefect_minus_direct_s": spread([p - d for p, d in zip(seconds["prefect"], seconds["direct"], strict=True)]),
     }
     if a.dvc_repo:
         dvc = str(Path(sys.executable).parent / "dvc")
         noop = [timed([dvc, "repro"], Path(a.dvc_repo).resolve()) for _ in range(a.pairs)]
-        result["dvc_repro_noop_s"] = stats(noop)
+        result["dvc_repro_noop_s"] = spread(noop)
     result["command"] = " ".join(["python benchmarks/orchestration_cost.py", *sys.argv[1:]])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

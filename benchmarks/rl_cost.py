@@ -30,15 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+from common import spread, stage  # benchmarks/common.py (these scripts run as files: benchmarks/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("vanilla", "r2m", "trl")
 WARMUP = 2
-
-
-def run_stage(wd: Path, args: list[str]) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "tasks", *args, "--no-mlflow"]
-    subprocess.run(cmd, cwd=wd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def child(kind: str, algo: str, profile: str, steps: int, out: Path) -> None:
@@ -164,10 +160,6 @@ def child(kind: str, algo: str, profile: str, steps: int, out: Path) -> None:
     )
 
 
-def ratio_stats(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="tiny")
@@ -193,7 +185,7 @@ def main() -> None:
     else:
         for s in ("prepare", "sft", "preferences", "reward_model"):
             print(f"[setup] {s}", flush=True)
-            run_stage(wd, [s, "--profile", a.profile])
+            stage(wd, [s, "--profile", a.profile])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for algo in a.algos:
@@ -220,7 +212,7 @@ def main() -> None:
         runs = [r for r in results["runs"] if r["algo"] == algo]
 
         def ratios(num: str, den: str, key, runs=runs) -> dict:
-            return ratio_stats([key(r[num]) / key(r[den]) for r in runs])
+            return spread([key(r[num]) / key(r[den]) for r in runs])
 
         summary[algo] = {
             "r2m_vs_vanilla_step": ratios("r2m", "vanilla", lambda x: x["step_s_median"]),
