@@ -204,7 +204,7 @@ class SFTConfig:
     """Supervised fine-tuning on (prompt, reference) with the loss on completion tokens only."""
 
     steps: int = field(
-        default=300,
+        default=200,
         metadata={
             "help": "Optimiser steps of SFT; 0 = use the source model as the reference as is (e.g. an instruct model)."
         },
@@ -248,7 +248,7 @@ class RewardModelConfig:
             "train only the head on embeddings computed once and cached (cheap for a large trunk; the smol recipe)."
         },
     )
-    epochs: int = field(default=3, metadata={"help": "Passes over the RM-train pairs."})
+    epochs: int = field(default=2, metadata={"help": "Passes over the RM-train pairs."})
     batch_size: int = field(default=16, metadata={"help": "Preference pairs per optimiser step."})
     lr: float = field(
         default=5e-4,
@@ -302,7 +302,7 @@ class RLConfig:
         },
     )
     prompts_per_step: int = field(
-        default=8,
+        default=6,
         metadata={"help": "Prompts per optimiser step; the batch is prompts_per_step x num_generations completions."},
     )
     num_generations: int = field(
