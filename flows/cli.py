@@ -92,6 +92,16 @@ def results(args) -> None:
     results_main(list(args))
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sweep(args) -> None:
+    """One method's parameter over values on top of a finished ``r2m results`` directory, each value against the
+    same vanilla runs, with 95% CIs (``r2m sweep --help``)."""
+    from flows.sweep import main as sweep_main
+
+    sweep_main(list(args))
+
+
 @main.command("dvc-yaml")
 @click.option("--check", is_flag=True, help="only check that dvc.yaml is what the stage table generates")
 def dvc_yaml(check) -> None:

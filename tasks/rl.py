@@ -27,13 +27,25 @@ def write_steps_csv(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
+# per-round summary lists -> the MLflow metric each becomes (one value per round, at the round's last step)
+ROUND_METRICS = (
+    ("rm_test_accuracy_per_round", "r2m_rm_test_accuracy"),
+    ("attention_only_accuracy_per_round", "r2m_attention_only_accuracy"),
+    ("attention_norm_per_round", "r2m_attention_norm_rm_test"),
+)
+
+
 def write_outputs(paths: Paths, run: str) -> dict:
     """Summary JSON + per-step CSV from the run's metrics; returns the summary."""
     rows = load_rows(paths.rl_run(run))
     summary = summarise(rows)
     rounds = sorted(paths.rl_run(run).glob("round_*/rm_accuracy.json"), key=lambda p: int(p.parent.name[6:]))
     if rounds:
-        summary["rm_test_accuracy_per_round"] = [read_json(p)["accuracy"] for p in rounds]
+        accs = [read_json(p) for p in rounds]
+        summary["rm_test_accuracy_per_round"] = [a["accuracy"] for a in accs]
+        if all("attention_only" in a for a in accs):  # heads with cross-attention: its part of the reward alone
+            summary["attention_only_accuracy_per_round"] = [a["attention_only"]["accuracy"] for a in accs]
+            summary["attention_norm_per_round"] = [a["attention_norm"] for a in accs]
     write_json(paths.metrics / "rl" / f"{run}.json", summary)
     write_steps_csv(rows, paths.metrics / "rl" / f"{run}.csv")
     return summary
@@ -46,9 +58,11 @@ def rl(
     spec, reward_fn, tok = build_run(cfg, paths, algo, method)
     status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
     summary = write_outputs(paths, f"{algo}-{method}")
-    per_round = summary.get("rm_test_accuracy_per_round", [])
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
-    round_rows = [{"step": (k + 1) * steps_per_round, "r2m_rm_test_accuracy": a} for k, a in enumerate(per_round)]
+    round_rows = [
+        {"step": (k + 1) * steps_per_round, **{name: summary[key][k] for key, name in ROUND_METRICS if key in summary}}
+        for k in range(len(summary.get("rm_test_accuracy_per_round", [])))
+    ]
     timings = {**summarise_timings(read_rows(spec.timings)), "resumed_from_step": status["resumed_from"]}
     return {
         "run_dir": str(spec.run_dir),

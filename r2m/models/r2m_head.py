@@ -68,6 +68,14 @@ class R2MRewardHead(nn.Module):
         fused = blend(rte, self.attn(rte, feedback, mask), omega)
         return self.head(fused).squeeze(-1)
 
+    def attention_part(self, rte: Tensor, feedback: Tensor, mask: Tensor, omega: float) -> tuple[Tensor, Tensor]:
+        """The cross-attention's part of the reward and of H_fin: ``(1 - omega) w . CA(H, h)`` [B] (phi is linear:
+        the reward is this plus ``omega w . H + b``) and the norm of ``(1 - omega) CA(H, h)`` [B]."""
+        if self.attn is None:
+            raise ValueError("attention_part: this head has no cross-attention (iter_head)")
+        attended = (1.0 - omega) * self.attn(rte, feedback, mask)  # [B, D_rm]
+        return attended @ self.head.weight[0], attended.norm(dim=-1)
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

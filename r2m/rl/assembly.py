@@ -13,13 +13,13 @@ from r2m.config import Config
 from r2m.data.gold import GoldJudge
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
 from r2m.data.preferences import make_preference_pairs
-from r2m.evaluation.accuracy import pair_accuracy
+from r2m.evaluation.accuracy import reward_accuracy_report
 from r2m.judges.gold import load_gold
 from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
 from r2m.prompts import render_prompt, render_prompts
 from r2m.rl.policy_pass import PolicyMonitor
-from r2m.rl.r2m import R2MScorer, R2MUpdater, build_head, feedback_scorer
+from r2m.rl.r2m import R2MScorer, R2MUpdater, ReplayPairs, build_head, score_with_feedback
 from r2m.rl.reward import FrozenRMs, RewardFunction, VanillaScorer
 from r2m.rl.runner import RunSpec
 from r2m.rl.variants import VARIANTS
@@ -45,10 +45,33 @@ def gold_labelled_pairs(posts: list, seed: int) -> list[dict]:
 
 def round_accuracy(rm, head, monitor, cfg: Config, pairs: list[dict], tok) -> dict:
     """RM-test accuracy of the R2M reward with the current policy's feedback at t = T (strict), on all RM-test
-    pairs (the set the evaluate stage scores)."""
-    render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
-    score = feedback_scorer(rm, head, monitor, render, max_length=cfg.reward_model.max_length, seed=cfg.seed)
-    return pair_accuracy(score, pairs)
+    pairs (the set the evaluate stage scores). Heads with cross-attention add ``attention_only``: the same report
+    for the cross-attention's part of the reward alone, ``(1 - omega) w . CA`` (how well the feedback's part ranks
+    the pairs on its own), and ``attention_norm``: the mean norm of ``(1 - omega) CA`` over the responses."""
+    prompts = [r["prompt"] for r in pairs]
+    policy_prompts = render_prompts(tok, prompts, cfg.policy)
+    scored = {}
+    for side in ("chosen", "rejected"):
+        parts: list[dict] = []
+        reward = score_with_feedback(
+            rm,
+            head,
+            monitor,
+            prompts,
+            policy_prompts,
+            [r[side] for r in pairs],
+            max_length=cfg.reward_model.max_length,
+            seed=cfg.seed,
+            parts=parts,
+        )
+        scored[side] = (reward, parts)
+    out = reward_accuracy_report(scored["chosen"][0], scored["rejected"][0])
+    if head.attn is not None:
+        chosen, rejected = ([p["attention"] for p in scored[s][1]] for s in ("chosen", "rejected"))
+        out["attention_only"] = reward_accuracy_report(chosen, rejected)
+        norms = [p["attention_norm"] for s in ("chosen", "rejected") for p in scored[s][1]]
+        out["attention_norm"] = sum(norms) / len(norms)
+    return out
 
 
 def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monitor: PolicyMonitor, tok):
@@ -127,7 +150,12 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         timings_file=paths.timings / "rl" / f"{run}.steps.jsonl",
     )
     if head is not None:
-        updater = R2MUpdater(scorer, monitor, reward_fn, cfg)
+        replay = None
+        if cfg.r2m.replay_weight > 0 and VARIANTS[method].train:
+            pairs = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
+            render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
+            replay = ReplayPairs(pairs, rm, monitor, render, cfg.r2m.replay_pairs, cfg)
+        updater = R2MUpdater(scorer, monitor, reward_fn, cfg, replay=replay)
         spec.callbacks.append(updater)
         spec.on_resume = updater.resume
         spec.extra_metrics.append(lambda: updater.metrics)

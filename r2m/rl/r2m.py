@@ -29,7 +29,7 @@ from r2m.losses import grebt_terms
 from r2m.models.feedback import gaussian_like
 from r2m.models.r2m_head import R2MHeadConfig, R2MRewardHead, load_state, save_state
 from r2m.models.reward_model import RewardModel
-from r2m.rl.policy_pass import PolicyMonitor, PolicyPass
+from r2m.rl.policy_pass import PolicyMonitor, PolicyPass, sequence_states
 from r2m.rl.variants import VARIANTS, Variant  # noqa: F401  (VARIANTS: re-exported for tasks.rl and the tests)
 from r2m.schedule import omega
 
@@ -96,10 +96,60 @@ class R2MScorer:
         self.generator.set_state(state["noise_generator"])
 
 
-class R2MUpdater(TrainerCallback):
-    """After each policy step: recompute feedback with the updated policy, GREBT step on cross-attention + phi."""
+class ReplayPairs:
+    """The BT replay extension (``r2m.replay_weight`` > 0): RM-train pairs scored by the head with the SFT policy's
+    feedback (the frozen reference's states), a seeded draw of ``n`` pairs per update.
 
-    def __init__(self, scorer: R2MScorer, monitor: PolicyMonitor, reward_fn, cfg: Config) -> None:
+    The features (RTE [n, D_rm] of the RM trunk, reference states [n, S, D_p]) come from frozen models, so only the
+    head's forward carries a gradient. The draw's generator state goes into the checkpoint (:meth:`state_dict`).
+    """
+
+    def __init__(self, pairs: Sequence[dict], rm: RewardModel, monitor: PolicyMonitor, render, n: int, cfg: Config):
+        if not pairs:
+            raise ValueError("r2m.replay_weight > 0 needs RM-train pairs (data/rm_train.jsonl is empty)")
+        self.pairs, self.rm, self.monitor, self.render = list(pairs), rm, monitor, render
+        self.n, self.max_length = min(n, len(self.pairs)), cfg.reward_model.max_length
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+
+    @torch.no_grad()
+    def features(self) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+        """``{"chosen" | "rejected": (rte, h, mask)}`` of the next draw of pairs."""
+        idx = torch.randperm(len(self.pairs), generator=self.generator)[: self.n].tolist()
+        rows = [self.pairs[i] for i in idx]
+        prompts = [r["prompt"] for r in rows]
+        policy_prompts = self.render(prompts)
+        out = {}
+        for side in ("chosen", "rejected"):
+            responses = [r[side] for r in rows]
+            rte = self.rm.embed_texts([p + y for p, y in zip(prompts, responses, strict=True)], self.max_length)
+            p_ids, c_ids = self.monitor.encode(policy_prompts, responses)
+            h, mask = sequence_states(self.monitor.reference, p_ids, c_ids, self.monitor.tokenizer.pad_token_id)
+            out[side] = (rte, h, mask)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"replay_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["replay_generator"])
+
+
+def head_optimizer(head: R2MRewardHead, cfg: Config) -> torch.optim.AdamW:
+    """AdamW on the cross-attention (weight decay ``r2m.attn_weight_decay``, an extension; 0 by default) and phi
+    (none)."""
+    groups = [{"params": list(head.head.parameters()), "weight_decay": 0.0}]
+    if head.attn is not None:
+        groups.insert(0, {"params": list(head.attn.parameters()), "weight_decay": cfg.r2m.attn_weight_decay})
+    return torch.optim.AdamW(groups, lr=cfg.r2m.rm_lr)
+
+
+class R2MUpdater(TrainerCallback):
+    """After each policy step: GREBT (plus the optional replay term) on the cross-attention and phi, with the
+    scoring-time feedback (default) or the updated policy's."""
+
+    def __init__(
+        self, scorer: R2MScorer, monitor: PolicyMonitor, reward_fn, cfg: Config, replay: ReplayPairs | None = None
+    ) -> None:
         self.scorer = scorer
         self.monitor = monitor
         self.reward_fn = reward_fn
@@ -110,7 +160,9 @@ class R2MUpdater(TrainerCallback):
         self.update_feedback = cfg.r2m.update_feedback
         self.self_labels = cfg.r2m.self_labels
         self.gre_std_floor = cfg.r2m.gre_std_floor
-        self.optimizer = torch.optim.AdamW(scorer.head.trainable_parameters(), lr=cfg.r2m.rm_lr, weight_decay=0.0)
+        self.optimizer = head_optimizer(scorer.head, cfg)
+        self.replay = replay
+        self.replay_weight = cfg.r2m.replay_weight
         self.metrics: dict[str, float] = {}
 
     def update(self) -> dict[str, float]:
@@ -129,19 +181,26 @@ class R2MUpdater(TrainerCallback):
         t1 = time.perf_counter()
         head = self.scorer.head
         labels = cache["rewards"].view(-1, self.k) if self.self_labels == "annotation" else None
+        replay = self.replay.features() if self.replay is not None else None
         head.train()
         for _ in range(self.updates):
             rewards = head(cache["rte"], h, mask, w).view(-1, self.k)
             terms = grebt_terms(rewards, self.alpha, std_floor=self.gre_std_floor, labels=labels)
+            loss = terms["grebt"]
+            if replay is not None:
+                margin = head(*replay["chosen"], w) - head(*replay["rejected"], w)
+                terms["replay_bt"] = -torch.nn.functional.logsigmoid(margin).mean()
+                loss = loss + self.replay_weight * terms["replay_bt"]
             self.optimizer.zero_grad(set_to_none=True)
-            terms["grebt"].backward()
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(head.trainable_parameters(), self.grad_clip)
             self.optimizer.step()
         head.eval()
         out.update({f"r2m_{k}": float(v.detach()) for k, v in terms.items()})
         if head.attn is not None:  # how large the feedback's part of H_fin is next to the RM's own part
             with torch.no_grad():
-                attended = (1.0 - w) * head.attn(cache["rte"], h, mask).norm(dim=-1).mean()
+                attended = head.attention_part(cache["rte"], h, mask, w)[1].mean()
+                out["r2m_attention_norm"] = float(attended)
                 out["r2m_attention_share"] = float(attended / (w * cache["rte"].norm(dim=-1).mean()))
         out["r2m_feedback_forward_s"] = t1 - t0
         out["r2m_update_s"] = time.perf_counter() - t0
@@ -153,13 +212,16 @@ class R2MUpdater(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        save_state(self.scorer.head, self.optimizer, ckpt, extra=self.scorer.state_dict())
+        extra = {**self.scorer.state_dict(), **(self.replay.state_dict() if self.replay is not None else {})}
+        save_state(self.scorer.head, self.optimizer, ckpt, extra=extra)
 
     def resume(self, checkpoint: Path) -> None:
         """Restore the head, its optimizer and the scorer's generator from a TRL checkpoint this callback saved."""
         extra = load_state(self.scorer.head, self.optimizer, checkpoint)
         if extra is not None:
             self.scorer.load_state_dict(extra)
+            if self.replay is not None:
+                self.replay.load_state_dict(extra)
 
 
 def feedback_scorer(
@@ -182,11 +244,13 @@ def score_with_feedback(
     batch_size: int = 16,
     max_length: int = 512,
     seed: int = 0,
+    parts: list[dict] | None = None,
 ) -> list[float]:
     """R2M rewards of (prompt, response) with ``monitor``'s policy as feedback; ``step=None`` uses t = T (omega at
     its floor), the evaluation-time setting (docs/method.md). The feedback covers the tokens an RL rollout of the
     response has (:meth:`PolicyMonitor.encode`); a head trained on noise (``r2m_noise``) is scored on noise of the
-    same statistics, drawn from a generator seeded with ``seed``."""
+    same statistics, drawn from a generator seeded with ``seed``. ``parts`` (a list, heads with cross-attention):
+    gets one ``{"attention", "attention_norm"}`` per response (:meth:`R2MRewardHead.attention_part`)."""
     c = head.config
     w = omega(c.total_steps if step is None else step, c.total_steps, c.omega_floor) if c.use_attention else 1.0
     generator = torch.Generator().manual_seed(seed)
@@ -202,4 +266,8 @@ def score_with_feedback(
             if c.noise:
                 h = gaussian_like(h, mask, generator=generator)
         out.extend(head(rte, h, mask, w).tolist())
+        if parts is not None and c.use_attention:
+            part, norm = head.attention_part(rte, h, mask, w)
+            pairs = zip(part.tolist(), norm.tolist(), strict=True)
+            parts.extend({"attention": a, "attention_norm": n} for a, n in pairs)
     return out

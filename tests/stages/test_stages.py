@@ -126,6 +126,8 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
         assert all("r2m_grebt" in r and "r2m_omega" in r for r in rows)
         assert (run_dir / "final" / "reward_head" / "r2m_head.safetensors").exists()
         assert len(out["metrics"]["rm_test_accuracy_per_round"]) == 2
+        # the cross-attention's part of the reward alone, per round (iter_head has none)
+        assert len(out["metrics"].get("attention_only_accuracy_per_round", [])) == (2 if method == "r2m" else 0)
     if method == "pretrained_rm":
         assert (run_dir / "final" / "reward_model" / "head.safetensors").exists()
     ev = run_stage("evaluate", ci_cfg, tiny_pipeline, mlflow=False, run=f"{algo}-{method}")["metrics"]
