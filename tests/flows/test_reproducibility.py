@@ -142,11 +142,11 @@ PINNED = {
     "sft.loss_final": 3.338013,
     "reward_model.loss_final": 0.750507,
     "reward_model.test_accuracy": 0.678571,
-    "grpo-vanilla.proxy_reward": [-0.124742, -1.026979, -0.591446, -0.284331],
+    "grpo-vanilla.proxy_reward": [-0.124742, -1.026979, -0.591446, -0.283975],
     "grpo-vanilla.gold_score": [-1.825, -1.75, -1.925, -1.475],
-    "grpo-r2m.proxy_reward": [-0.124742, -1.026979, -0.077128, -0.526871],
-    "grpo-r2m.train_reward": [-0.124742, -0.886765, -0.058476, -0.329562],
-    "grpo-r2m.r2m_grebt": [0.326227, 0.603446, 0.292066, 0.598135],
+    "grpo-r2m.proxy_reward": [-0.124742, -1.026979, -0.591446, -0.283975],
+    "grpo-r2m.train_reward": [-0.124742, -0.886714, -0.370007, -0.180811],
+    "grpo-r2m.r2m_grebt": [0.326227, 0.603445, 0.488532, 0.466234],
 }
 
 
