@@ -14,6 +14,7 @@ import pytest
 
 from flows import results as runner
 from r2m.evaluation.results import ResultsError
+from tests.helpers import fake_stage
 
 
 def test_plan_shared_and_per_seed(tmp_path):
@@ -98,15 +99,8 @@ def test_fresh_deletes_only_a_results_dir(tmp_path):
 
 # ---- the whole runner with stand-in stages --------------------------------------------------------------------------
 
-FAKE_STAGE = textwrap.dedent(
+FAKE_STAGE = fake_stage.ARGS + textwrap.dedent(
     """
-    import argparse, json, os, sys
-    from pathlib import Path
-    ap = argparse.ArgumentParser()
-    ap.add_argument("stage"); ap.add_argument("--workdir"); ap.add_argument("--params"); ap.add_argument("--profile")
-    ap.add_argument("--set", action="append", default=[]); ap.add_argument("--algo"); ap.add_argument("--method")
-    ap.add_argument("--no-mlflow", action="store_true")
-    a = ap.parse_args()
     wd, seed = Path(a.workdir), int(dict(s.split("=", 1) for s in a.set)["seed"])
     with open(os.environ["FAKE_CALLS"], "a") as f:
         f.write(f"{a.stage} {a.algo}-{a.method} {seed} {wd.name}\\n")

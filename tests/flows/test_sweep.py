@@ -12,18 +12,12 @@ import pytest
 import flows.results as runner
 import flows.sweep as sweep_mod
 from r2m.evaluation.results import ResultsError
+from tests.helpers import fake_stage
 
 # a stand-in for `python -m tasks <stage>`: upstream writes the files the sweep links; rl writes a curve whose final
 # gold rises with r2m.rm_lr (bonus = 10 * rm_lr) and per-round accuracies; evaluate a checkpoint table
-FAKE_STAGE = textwrap.dedent(
+FAKE_STAGE = fake_stage.ARGS + textwrap.dedent(
     """
-    import argparse, json, os, sys
-    from pathlib import Path
-    ap = argparse.ArgumentParser()
-    ap.add_argument("stage"); ap.add_argument("--workdir"); ap.add_argument("--params"); ap.add_argument("--profile")
-    ap.add_argument("--set", action="append", default=[]); ap.add_argument("--algo"); ap.add_argument("--method")
-    ap.add_argument("--no-mlflow", action="store_true")
-    a = ap.parse_args()
     sets = dict(s.split("=", 1) for s in a.set)
     wd, seed = Path(a.workdir), int(sets["seed"])
     with open(os.environ["FAKE_CALLS"], "a") as f:

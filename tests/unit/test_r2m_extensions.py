@@ -12,7 +12,7 @@ from r2m.models.r2m_head import R2MHeadConfig, R2MRewardHead
 from r2m.models.reward_model import RewardModel
 from r2m.models.tokenizer import train_bpe_tokenizer
 from r2m.rl.r2m import R2MUpdater, ReplayPairs, head_optimizer
-from tests.unit.test_r2m_rl import TEXTS, make, neox_config, rollout, snapshot
+from tests.unit.test_r2m_rl import TEXTS, make, neox_config, rollout, save_checkpoint, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +93,7 @@ def test_replay_draws_are_seeded_and_checkpointed(parts, tmp_path):
     tok = parts[0]
     fn, scorer, upd = replay_updater(parts, 1.0)
     rollout(fn, tok)
-
-    class Args:
-        output_dir = str(tmp_path)
-
-    class State:
-        global_step = 4
-
-    upd.on_save(Args(), State(), None)
+    save_checkpoint(upd, tmp_path, 4)
     after_save = torch.randperm(3, generator=upd.replay.generator)
     fn2, scorer2, upd2 = replay_updater(parts, 1.0)
     upd2.resume(tmp_path / "checkpoint-4")

@@ -94,6 +94,19 @@ def rollout(fn, tok, step: int = 3):
     return fn(PROMPTS, comps, completion_ids=ids, trainer_state=S())
 
 
+def save_checkpoint(updater, output_dir, step: int) -> None:
+    """What TRL's save does for the callback: ``on_save`` into ``<output_dir>/checkpoint-<step>``."""
+
+    class Args:
+        pass
+
+    class State:
+        global_step = step
+
+    Args.output_dir = str(output_dir)
+    updater.on_save(Args(), State(), None)
+
+
 def snapshot(module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -245,14 +258,7 @@ def test_noise_generator_state_is_checkpointed(parts, tmp_path):
     tok = parts[0]
     fn, scorer, upd = make(parts, "r2m_noise")
     rollout(fn, tok)
-
-    class Args:
-        output_dir = str(tmp_path)
-
-    class State:
-        global_step = 5
-
-    upd.on_save(Args(), State(), None)
+    save_checkpoint(upd, tmp_path, 5)
     after_save = torch.randn(4, generator=scorer.generator)
     fn2, scorer2, upd2 = make(parts, "r2m_noise")
     upd2.resume(tmp_path / "checkpoint-5")
