@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` (set-up + the default experiment) and `make test` (set-up + tests).
 # `make repro`: the same experiment through DVC (`dvc repro`, with the venv's python on PATH for the stage commands).
-.PHONY: setup run run-smol repro results test lint dvc-yaml
+.PHONY: setup run run-smol repro results bench test lint dvc-yaml
 
 setup:
 	bash scripts/bootstrap.sh
@@ -17,6 +17,12 @@ repro: setup
 # the README's method comparison: 5 seeds x GRPO, RLOO x vanilla, R2M, each stage its own process (docs/evidence.md)
 results: setup
 	.venv/bin/r2m results --seeds 0 1 2 3 4 --algos grpo rloo --methods vanilla r2m --out results
+
+# the benchmark suite (README "What R2M costs"): RL step costs on tiny, then the orchestration's; JSON in
+# benchmarks/results/, tables printed. Nothing else should run on the machine meanwhile.
+bench: setup
+	.venv/bin/python benchmarks/rl_cost.py --algos grpo rloo --pairs 5 --steps 24
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/python benchmarks/orchestration_cost.py --pairs 5 --dvc-repo .
 
 dvc-yaml: setup
 	.venv/bin/r2m dvc-yaml

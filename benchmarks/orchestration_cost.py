@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--dvc-repo", default=None, help="an up-to-date DVC checkout for the no-op `dvc repro` timing")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "orchestration.json"))
     a = ap.parse_args()
+    dvc = str(Path(sys.executable).parent / "dvc")
+    if a.dvc_repo and subprocess.run([dvc, "status", "-q"], cwd=a.dvc_repo, capture_output=True).returncode != 0:
+        sys.exit(f"--dvc-repo {a.dvc_repo}: the pipeline is not up to date (`dvc status`): run `make repro` first")
     base = (ROOT / a.workdir).resolve()
     kinds = {"prefect": FLOW, "direct": DIRECT}
     seconds: dict[str, list[float]] = {k: [] for k in kinds}
@@ -85,7 +88,6 @@ def main() -> None:
         "prefect_minus_direct_s": spread([p - d for p, d in zip(seconds["prefect"], seconds["direct"], strict=True)]),
     }
     if a.dvc_repo:
-        dvc = str(Path(sys.executable).parent / "dvc")
         noop = [timed([dvc, "repro"], Path(a.dvc_repo).resolve()) for _ in range(a.pairs)]
         result["dvc_repro_noop_s"] = spread(noop)
     result["command"] = " ".join(["python benchmarks/orchestration_cost.py", *sys.argv[1:]])

@@ -105,19 +105,27 @@ def stage_command(step: Step, params: Path, profile: str | None, overrides: Sequ
     return cmd
 
 
+def link(src: Path, dst: Path, *, replace_stale: bool = False, need_source: bool = True, hint: str = "") -> None:
+    """A relative link ``dst`` -> ``src``, kept when it already points there. A link pointing elsewhere is replaced
+    (``replace_stale``) or an error; anything else at ``dst`` is an error (``hint`` says what to do); ``need_source``:
+    ``src`` must exist."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(src, dst.parent)
+    if dst.is_symlink() and os.readlink(dst) == target:
+        return
+    if dst.is_symlink() and replace_stale:
+        dst.unlink()
+    elif dst.is_symlink() or dst.exists():
+        raise ResultsError(f"{dst} exists and is not a link to {src}: {hint or 'use another --out'}")
+    if need_source and not src.exists():
+        raise ResultsError(f"{src} is missing: run `r2m results` with this seed and run first")
+    dst.symlink_to(target, target_is_directory=src.is_dir())
+
+
 def link_upstream(base: Path, workdir: Path) -> None:
-    """Relative links in ``workdir`` to the upstream outputs in ``base`` (:data:`LINKED`)."""
+    """Relative links in ``workdir`` to the upstream outputs in ``base`` (:data:`LINKED`; made before they exist)."""
     for rel in LINKED:
-        link = workdir / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        target = os.path.relpath(base / rel, link.parent)
-        if link.is_symlink():
-            if os.readlink(link) == target:
-                continue
-            link.unlink()
-        elif link.exists():
-            raise ResultsError(f"{link} exists and is not a link into {base}: use --fresh or another --out")
-        link.symlink_to(target, target_is_directory=(base / rel).is_dir())
+        link(base / rel, workdir / rel, replace_stale=True, need_source=False, hint="use --fresh or another --out")
 
 
 def _last_line(log: Path) -> str:

@@ -5,16 +5,17 @@
 Only the swept method's rl and evaluate stages run again (each in its own process, ``--set <param>=<value>`` on top
 of the options the results directory was made with); the upstream stages (``base/``) and the vanilla runs of every
 seed are linked from the results directory, so every value is compared with the same vanilla run of the same seed.
-A value equal to the configured one links the results directory's own run of the method instead of rerunning it.
+A value equal to the configured one links the results directory's own run of the method instead of rerunning it
+(when the results directory ran that method: an ablation such as ``--method r2m_once`` runs at that value too).
 
 What goes under ``--out``:
 
 - ``<param>=<value>/``: an ``r2m results``-style directory per value (``seed_<s>/``, ``logs/``, ``results.json``,
   ``frontier.png``): the method against vanilla at that value;
-- ``sweep-<param>.json`` and ``sweep-<param>.md``: per algo and value, the method - vanilla paired differences (mean,
-  95% CI, verdict; a CI containing 0 is a tie) and the method's reward-model accuracy on the RM-test pairs after the
-  last round, its change from the vanilla RM's, and the cross-attention's part of the reward on its own (accuracy,
-  norm), each with its 95% CI over seeds.
+- ``sweep-<param>.json`` and ``sweep-<param>.md`` (``sweep-<method>-<param>.*`` for a method other than r2m): per
+  algo and value, the method - vanilla paired differences (mean, 95% CI, verdict; a CI containing 0 is a tie) and the
+  method's reward-model accuracy on the RM-test pairs after the last round, its change from the vanilla RM's, and the
+  cross-attention's part of the reward on its own (accuracy, norm), each with its 95% CI over seeds.
 
 Steps that finished are skipped on a rerun (their options are checked), as in ``r2m results``.
 """
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flows.results import REPO, Step, link_upstream, prepare_out, run_step, stage_command
+from flows.results import REPO, Step, link, link_upstream, prepare_out, run_step, stage_command
 from r2m.config import ALGOS, METHODS, ConfigError, load_config
 from r2m.data.io import read_json, write_json
 from r2m.evaluation.results import METRICS, ResultsError, mean_ci, verdict, write_results
@@ -52,23 +53,15 @@ def source_options(results_dir: Path) -> dict:
     return read_json(marker)["options"]
 
 
-def link(src: Path, dst: Path) -> None:
-    """A relative link ``dst`` -> ``src`` (kept when it already points there; anything else there is an error)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    target = os.path.relpath(src, dst.parent)
-    if dst.is_symlink() and os.readlink(dst) == target:
-        return
-    if dst.is_symlink() or dst.exists():
-        raise ResultsError(f"{dst} exists and is not a link to {src}: use another --out")
-    if not src.exists():
-        raise ResultsError(f"{src} is missing: run `r2m results` with this seed and run first")
-    dst.symlink_to(target, target_is_directory=src.is_dir())
-
-
 def link_run(src_seed: Path, workdir: Path, run: str) -> None:
     """Link a finished run (its model directory, evaluation and summaries) from a results seed directory."""
     for rel in (f"models/rl/{run}", f"metrics/eval/{run}.json", f"metrics/rl/{run}.json"):
         link(src_seed / rel, workdir / rel)
+
+
+def sweep_stem(method: str, param: str) -> str:
+    """File name (no suffix) of a sweep's table: ``sweep-<param>`` for R2M, ``sweep-<method>-<param>`` otherwise."""
+    return f"sweep-{param}" if method == "r2m" else f"sweep-{method}-{param}"
 
 
 def value_label(param: str, value: str) -> str:
@@ -201,7 +194,7 @@ def sweep(
             for algo in algos:
                 link_run(src, wd, f"{algo}-vanilla")
                 run = f"{algo}-{method}"
-                if v == configured:
+                if v == configured and (src / "models" / "rl" / run).exists():  # the results dir ran it already
                     link_run(src, wd, run)
                     continue
                 for stage in ("rl", "evaluate"):
@@ -229,10 +222,11 @@ def sweep(
         "source": {"results": os.path.relpath(results_dir, out), **opts},
         "rows": sweep_rows(value_dirs, docs, seeds, algos, method),
     }
-    write_json(out / f"sweep-{param}.json", doc)
+    stem = sweep_stem(method, param)
+    write_json(out / f"{stem}.json", doc)
     seconds = time.perf_counter() - t0
-    (out / f"sweep-{param}.md").write_text(sweep_markdown(doc, command, seconds))
-    echo(f"wrote {out / f'sweep-{param}.md'} and sweep-{param}.json ({seconds:.0f} s)")
+    (out / f"{stem}.md").write_text(sweep_markdown(doc, command, seconds))
+    echo(f"wrote {out / stem}.md and {stem}.json ({seconds:.0f} s)")
     return doc
 
 

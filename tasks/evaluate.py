@@ -12,6 +12,7 @@ Writes ``metrics/eval/<run>.json`` and ``metrics/eval/<run>_generations.jsonl``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from r2m.config import Config
@@ -35,9 +36,22 @@ def _frozen_score(rm: RewardModel, rows: list[dict], gens: list[str], max_length
     return float(rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)], max_length).mean())
 
 
-def checkpoint_table(cfg: Config, paths: Paths, run: str, rows: list[dict], judge, sft_gens: list[str]) -> dict:
-    """Every round scored by proxy / held-out / gold, the four checkpoint choices with their win rates."""
-    proxy_rm = RewardModel.load(paths.rm)
+def checkpoint_table(
+    cfg: Config,
+    paths: Paths,
+    run: str,
+    rows: list[dict],
+    judge,
+    sft_gens: list[str],
+    proxy_rm: RewardModel,
+    final_gens: list[str] | None = None,
+) -> dict:
+    """Every round scored by proxy / held-out / gold, the four checkpoint choices with their win rates.
+
+    ``final_gens``: the final policy's eval generations, reused for the round ``final/`` is a copy of (greedy, so
+    the same text) instead of generating them again."""
+    final_info = paths.rl_run(run) / "final" / "round.json"
+    final_round = json.loads(final_info.read_text())["round"] if final_info.exists() else None
     heldout_rm = RewardModel.load(paths.rm_heldout) if paths.rm_heldout.exists() else None
     steps = read_rows(paths.rl_run(run) / "metrics.jsonl")
     width = max(1, cfg.rl.steps // cfg.rl.rounds // 4)
@@ -45,8 +59,11 @@ def checkpoint_table(cfg: Config, paths: Paths, run: str, rows: list[dict], judg
     _, gold_fn = load_gold(paths)
     rounds, gens_of = [], []
     for k, step, d in round_dirs(paths.rl_run(run)):
-        model, tok = load_causal_lm(d / "policy")
-        gens = eval_generations(model, tok, rows, cfg)
+        if final_gens is not None and k == final_round:
+            gens = final_gens
+        else:
+            model, tok = load_causal_lm(d / "policy")
+            gens = eval_generations(model, tok, rows, cfg)
         gold = gold_fn([r["post_id"] for r in rows], gens)
         entry = {
             "round": k,
@@ -95,7 +112,8 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     metrics["rm_test"] = pair_accuracy(score, test)
     own = score([r["prompt"] for r in rows], gens)
     metrics["policy_train_reward_mean"] = sum(own) / len(own)
-    metrics["policy_proxy_mean"] = _frozen_score(RewardModel.load(paths.rm), rows, gens, cfg.reward_model.max_length)
+    proxy_rm = RewardModel.load(paths.rm)
+    metrics["policy_proxy_mean"] = _frozen_score(proxy_rm, rows, gens, cfg.reward_model.max_length)
     if gold_fn is not None:
         judge = gold_judge(posts, gold_fn)
         refs = [" " + r["reference"] for r in rows]
@@ -106,7 +124,8 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
         pairs = policy_pairs(model, tok, rows, judge, cfg)
         if pairs:
             metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
-        metrics.update(checkpoint_table(cfg, paths, run, rows, judge, [sft_gens[r["id"]] for r in rows]))
+        sft = [sft_gens[r["id"]] for r in rows]
+        metrics.update(checkpoint_table(cfg, paths, run, rows, judge, sft, proxy_rm, final_gens=gens))
     out = paths.metrics / "eval"
     write_jsonl(
         out / f"{run}_generations.jsonl",

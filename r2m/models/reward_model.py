@@ -74,6 +74,21 @@ class RewardModel(nn.Module):
         out = self.trunk(input_ids=input_ids, attention_mask=attention_mask)
         return pool_last(out.last_hidden_state, attention_mask)
 
+    def share_trunk_with(self, other: RewardModel) -> bool:
+        """Use ``other``'s trunk (one copy in memory) when the two trunks and tokenizers are identical, as for two
+        score heads on one frozen trunk; returns whether they were. Only for frozen trunks: they are one object after.
+        """
+        mine, theirs = self.trunk.state_dict(), other.trunk.state_dict()
+        same = (
+            type(self.trunk) is type(other.trunk)
+            and mine.keys() == theirs.keys()
+            and all(mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
+            and self.tokenizer.get_vocab() == other.tokenizer.get_vocab()
+        )
+        if same:
+            self.trunk = other.trunk
+        return same
+
     def score_embeddings(self, rte: Tensor) -> Tensor:
         """phi(H): [B, D_rm] -> [B]."""
         return self.head(rte).squeeze(-1)

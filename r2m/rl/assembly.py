@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r2m.config import Config
@@ -21,7 +20,7 @@ from r2m.prompts import render_prompt, render_prompts
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import R2MScorer, R2MUpdater, ReplayPairs, build_head, score_with_feedback
 from r2m.rl.reward import FrozenRMs, RewardFunction, VanillaScorer
-from r2m.rl.runner import RunSpec
+from r2m.rl.runner import RunSpec, policy_device
 from r2m.rl.variants import VARIANTS
 from r2m.rm_train import train_reward_model
 
@@ -98,11 +97,6 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
     return scorer, export, head
 
 
-def policy_device() -> torch.device:
-    """Where TRL puts the policy (its accelerator's device): every model of the run goes there too."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpec, RewardFunction, object]:
     """Everything :func:`r2m.rl.runner.train_rounds` needs for one run: the spec (with its resume fingerprint), the
     reward callable (scorer + policy monitor + gold judge) and the tokenizer. R2M variants add their updater
@@ -126,6 +120,8 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     # the proxy is the vanilla RM as the reward_model stage left it (pretrained_rm trains its own copy further)
     proxy = RewardModel.load(paths.rm).to(device) if method == "pretrained_rm" else rm
     heldout = RewardModel.load(paths.rm_heldout).to(device) if paths.rm_heldout.exists() else None
+    if heldout is not None:
+        heldout.share_trunk_with(proxy)  # a frozen trunk with two heads (smol): embedded once per batch
     frozen = FrozenRMs(proxy, heldout, max_length=cfg.reward_model.max_length)
     reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn, frozen=frozen)
     d = cfg.to_dict()

@@ -30,21 +30,28 @@ class ProxyScorer(Protocol):
 
 
 class VanillaScorer:
-    """The frozen vanilla reward model: r = phi(H)."""
+    """The frozen vanilla reward model: r = phi(H). Keeps the batch's reward token embeddings H [B, D] in
+    ``cache`` (as R2M's scorer does), for a held-out RM that shares the trunk (:class:`FrozenRMs`)."""
 
     def __init__(self, rm: RewardModel, max_length: int = 512) -> None:
         self.rm = rm.eval().requires_grad_(False)
         self.max_length = max_length
+        self.cache: dict | None = None
 
     def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int) -> Tensor:
-        return self.rm.score_texts(texts, max_length=self.max_length)
+        rte = self.rm.embed_texts(texts, max_length=self.max_length)
+        self.cache = {"rte": rte, "step": step}
+        with torch.no_grad():
+            return self.rm.score_embeddings(rte)
 
 
 class FrozenRMs:
     """The frozen reward models every method is measured by: the vanilla RM (the proxy) and the held-out RM.
 
-    The proxy costs nothing extra when the method's scorer is that RM (vanilla) or embeds with its trunk (R2M keeps
-    the reward token embeddings [B, D] of the batch in ``scorer.cache``): only the score head runs again.
+    The proxy costs nothing extra when the method's scorer is that RM (vanilla) or embeds with its trunk (vanilla and
+    R2M keep the reward token embeddings [B, D] of the batch in ``scorer.cache``): only the score head runs again. A
+    held-out RM whose trunk is the proxy's (:meth:`RewardModel.share_trunk_with`: a frozen trunk with another head,
+    as in the ``smol`` profile) scores those embeddings too, so it costs its head only.
     """
 
     def __init__(self, proxy: RewardModel, heldout: RewardModel | None, max_length: int = 512) -> None:
@@ -57,17 +64,24 @@ class FrozenRMs:
     ) -> dict[str, Tensor]:
         """``{"proxy_reward": [B], "heldout_reward": [b]}`` of ``texts``; ``rewards`` [B] are the scorer's; the
         held-out RM scores only ``rows`` (default: all)."""
-        if isinstance(scorer, VanillaScorer) and scorer.rm is self.proxy:
-            proxy = rewards
-        elif getattr(scorer, "rm", None) is self.proxy and (getattr(scorer, "cache", None) or {}).get("step") == step:
-            with torch.no_grad():
-                proxy = self.proxy.score_embeddings(scorer.cache["rte"])
-        else:
-            proxy = self.proxy.score_texts(texts, max_length=self.max_length)
-        out = {"proxy_reward": proxy.float().cpu()}
-        if self.heldout is not None:
-            sub = list(texts) if rows is None else [texts[i] for i in rows]
-            out["heldout_reward"] = self.heldout.score_texts(sub, max_length=self.max_length).float().cpu()
+        cache = getattr(scorer, "cache", None) or {}
+        cached = getattr(scorer, "rm", None) is self.proxy and cache.get("step") == step
+        rte = cache["rte"] if cached else None  # [B, D]: the proxy trunk's embeddings of ``texts``
+        with torch.no_grad():
+            if isinstance(scorer, VanillaScorer) and scorer.rm is self.proxy:
+                proxy = rewards
+            else:
+                if rte is None:
+                    rte = self.proxy.embed_texts(texts, max_length=self.max_length)
+                proxy = self.proxy.score_embeddings(rte)
+            out = {"proxy_reward": proxy.float().cpu()}
+            if self.heldout is not None:
+                idx = list(range(len(texts))) if rows is None else list(rows)
+                if rte is not None and self.heldout.trunk is self.proxy.trunk:
+                    held = self.heldout.score_embeddings(rte[idx])
+                else:
+                    held = self.heldout.score_texts([texts[i] for i in idx], max_length=self.max_length)
+                out["heldout_reward"] = held.float().cpu()
         return out
 
 

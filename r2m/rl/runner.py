@@ -54,12 +54,20 @@ SUMMARY_KEYS = (
 )
 
 
+def policy_device() -> torch.device:
+    """Where TRL puts the policy (its accelerator's device): every model of the run goes there too."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def trl_config(algo: str, cfg: Config, output_dir: Path):
     """The TRL config for ``algo`` on this machine (TRL's CPU flags on a machine without a GPU)."""
     from trl import GRPOConfig, RLOOConfig
 
+    if algo not in ALGOS:
+        raise ValueError(f"unknown RL algorithm {algo!r}; valid: {', '.join(ALGOS)}")
     rl = cfg.rl
-    if rl.bf16 and not torch.cuda.is_available():
+    on_cpu = policy_device().type == "cpu"
+    if rl.bf16 and on_cpu:
         raise ValueError("rl.bf16: bf16 mixed precision needs a CUDA device; this machine has none")
     steps_per_round = rl.steps // rl.rounds
     common = dict(
@@ -81,15 +89,13 @@ def trl_config(algo: str, cfg: Config, output_dir: Path):
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to="none",
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=on_cpu,
         bf16=rl.bf16,
         gradient_checkpointing=False,
         dataloader_num_workers=0,
         disable_tqdm=True,  # r2m.rl.callbacks.ProgressBar shows one bar with the key metrics instead
     )
-    if algo not in ("grpo", "rloo"):
-        raise ValueError(f"unknown RL algorithm {algo!r}; valid: {', '.join(ALGOS)}")
-    args = (GRPOConfig if algo == "grpo" else RLOOConfig)(**common)
+    args = {"grpo": GRPOConfig, "rloo": RLOOConfig}[algo](**common)
     # one generation batch per optimiser step, optimised once: the reward function's monitor (feedback captured from
     # the rollout, KL) and R2M's update after every step rely on it
     passes = (args.num_iterations, args.steps_per_generation, args.gradient_accumulation_steps)

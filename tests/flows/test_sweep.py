@@ -104,6 +104,18 @@ def test_sweep_reruns_only_the_method_and_compares_with_the_same_vanilla(fake, t
     assert again["rows"] == doc["rows"]
 
 
+def test_sweep_of_an_ablation_runs_it_at_the_configured_value(fake, tmp_path):
+    res, calls = fake  # the results directory ran vanilla and r2m only
+    out = tmp_path / "sweeps"
+    doc = sweep_mod.sweep(res, "r2m.rm_lr", ["1e-4"], "r2m_once", ["grpo"], [0, 1], out, echo=lambda _: None)
+    assert doc["configured"] == "1e-4"
+    assert sorted(calls.read_text().splitlines()) == sorted(
+        f"{s} grpo-r2m_once {k} r2m.rm_lr=1e-4/seed_{k}" for k in (0, 1) for s in ("rl", "evaluate")
+    )
+    assert not (out / "r2m.rm_lr=1e-4" / "seed_0" / "models" / "rl" / "grpo-r2m_once").is_symlink()
+    assert (out / "sweep-r2m_once-r2m.rm_lr.md").is_file() and not (out / "sweep-r2m.rm_lr.md").exists()
+
+
 def test_sweep_refuses_bad_input(fake, tmp_path):
     res, _ = fake
     with pytest.raises(ResultsError, match="vanilla is the baseline"):

@@ -102,7 +102,7 @@ def test_bad_pair_file_names_file_row_field_and_keeps_outputs(tiny_pipeline, ci_
     ("algo", "method"),
     [("grpo", "vanilla"), ("rloo", "vanilla"), ("grpo", "r2m"), ("rloo", "iter_head"), ("grpo", "pretrained_rm")],
 )
-def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
+def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method, monkeypatch):
     out = run_stage("rl", ci_cfg, tiny_pipeline, mlflow=False, run=f"{algo}-{method}")
     paths = Paths.of(ci_cfg, tiny_pipeline)
     run_dir = paths.rl_run(f"{algo}-{method}")
@@ -130,7 +130,15 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method):
         assert len(out["metrics"].get("attention_only_accuracy_per_round", [])) == (2 if method == "r2m" else 0)
     if method == "pretrained_rm":
         assert (run_dir / "final" / "reward_model" / "head.safetensors").exists()
+    import tasks.evaluate as evaluate_mod
+
+    generated = []
+    real = evaluate_mod.eval_generations
+    monkeypatch.setattr(evaluate_mod, "eval_generations", lambda *a, **k: generated.append(1) or real(*a, **k))
     ev = run_stage("evaluate", ci_cfg, tiny_pipeline, mlflow=False, run=f"{algo}-{method}")["metrics"]
+    # the final policy and round 1: round 2 is what final/ copies, its (greedy) generations are the final's
+    assert len(generated) == 2
+    assert ev["rounds"][-1]["policy_completion_words"] == ev["policy_completion_words"]
     for key in ("vs_reference", "vs_sft"):
         assert ev[key]["n"] == 12 and 0.0 <= ev[key]["win_rate_ties_half"] <= 1.0
         assert ev[key]["ci_low"] <= ev[key]["win_rate_ties_half"] <= ev[key]["ci_high"]

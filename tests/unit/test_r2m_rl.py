@@ -196,6 +196,31 @@ def test_head_save_load_roundtrip(parts, tmp_path):
         R2MRewardHead.load(tmp_path / "nothing")
 
 
+def test_share_trunk_with_only_identical_trunks(parts):
+    tok, _, _, rm = parts
+    twin = RewardModel(GPTNeoXModel(neox_config(tok, 16)), tok)
+    twin.trunk.load_state_dict(rm.trunk.state_dict())
+    other = RewardModel(GPTNeoXModel(neox_config(tok, 16)), tok)
+    with torch.no_grad():
+        other.trunk.load_state_dict(rm.trunk.state_dict())
+        next(other.trunk.parameters()).add_(1e-3)
+    assert not other.share_trunk_with(rm) and other.trunk is not rm.trunk
+    assert twin.share_trunk_with(rm) and twin.trunk is rm.trunk
+    texts = ["a b c", "d e"]
+    assert torch.equal(twin.embed_texts(texts), rm.embed_texts(texts))
+
+
+def test_vanilla_scorer_keeps_the_batch_embeddings(parts):
+    from r2m.rl.reward import VanillaScorer
+
+    rm = parts[3]
+    scorer = VanillaScorer(rm)
+    texts = ["a b c", "d e"]
+    rewards = scorer(texts, None, step=5)
+    assert torch.equal(rewards, rm.score_texts(texts))
+    assert scorer.cache["step"] == 5 and torch.equal(scorer.cache["rte"], rm.embed_texts(texts))
+
+
 def test_embedding_cache_reuses_frozen_trunk_outputs(parts):
     _, _, _, rm = parts
     texts = ["a b", "c d", "a b"]

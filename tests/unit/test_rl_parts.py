@@ -95,10 +95,11 @@ def test_reward_function_returns_scores_and_logs_metrics():
 
 
 class _RM:
-    """A stand-in reward model: score = 10 x text length (and counts its calls)."""
+    """A stand-in reward model: score = scale x text length; counts its trunk passes (``embed_texts``)."""
 
     def __init__(self, scale: float = 10.0) -> None:
         self.scale, self.calls = scale, 0
+        self.trunk = object()
 
     def eval(self):
         return self
@@ -106,13 +107,15 @@ class _RM:
     def requires_grad_(self, flag):
         return self
 
-    def score_texts(self, texts, max_length=512):
+    def embed_texts(self, texts, max_length=512):
         self.calls += 1
-        return torch.tensor([self.scale * len(t) for t in texts])
+        return torch.tensor([[float(len(t))] for t in texts])
+
+    def score_texts(self, texts, max_length=512):
+        return self.score_embeddings(self.embed_texts(texts))
 
     def score_embeddings(self, rte):
-        self.calls += 1
-        return rte.sum(-1)
+        return self.scale * rte.sum(-1)
 
 
 def test_frozen_rms_log_the_same_proxy_for_every_method():
@@ -136,10 +139,25 @@ def test_frozen_rms_log_the_same_proxy_for_every_method():
     # a scorer embedding with the proxy's trunk (R2M): only the score head runs, on the cached embeddings
     r2m_like = type("S", (), {"rm": proxy, "cache": {"step": 3, "rte": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}})()
     out = frozen(texts, r2m_like, torch.zeros(2), step=3)
-    assert out["proxy_reward"].tolist() == [3.0, 7.0]
+    assert out["proxy_reward"].tolist() == [30.0, 70.0] and proxy.calls == 1
     # a stale cache (another step) is not used
     out = frozen(texts, r2m_like, torch.zeros(2), step=4)
-    assert out["proxy_reward"].tolist() == [10.0, 20.0]
+    assert out["proxy_reward"].tolist() == [10.0, 20.0] and proxy.calls == 2
+
+
+def test_a_heldout_rm_on_the_proxys_trunk_scores_the_cached_embeddings():
+    from r2m.rl.reward import FrozenRMs
+
+    proxy, heldout = _RM(10.0), _RM(-1.0)
+    heldout.trunk = proxy.trunk  # two heads on one frozen trunk (smol)
+    frozen = FrozenRMs(proxy, heldout)
+    r2m_like = type("S", (), {"rm": proxy, "cache": {"step": 3, "rte": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}})()
+    out = frozen(["a", "bb"], r2m_like, torch.zeros(2), step=3, rows=[1])
+    assert out["heldout_reward"].tolist() == [-7.0]  # its head on the cached row 1, not its own pass over "bb"
+    assert proxy.calls == 0 and heldout.calls == 0
+    # a stale cache: one proxy pass, and the held-out head reads its embeddings
+    out = frozen(["a", "bb"], r2m_like, torch.zeros(2), step=4, rows=[1])
+    assert out["heldout_reward"].tolist() == [-2.0] and proxy.calls == 1 and heldout.calls == 0
 
 
 def test_summarise_finds_gold_peak():
