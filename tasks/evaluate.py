@@ -12,11 +12,10 @@ Writes ``metrics/eval/<run>.json`` and ``metrics/eval/<run>_generations.jsonl``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from r2m.config import Config
-from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json, write_jsonl
+from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json, write_jsonl
 from r2m.evaluation.accuracy import pair_accuracy
 from r2m.evaluation.checkpoints import choose, round_dirs, window_mean
 from r2m.evaluation.compare import compare
@@ -42,21 +41,21 @@ def checkpoint_table(
     run: str,
     rows: list[dict],
     judge,
+    gold_fn,
     sft_gens: list[str],
     proxy_rm: RewardModel,
     final_gens: list[str] | None = None,
 ) -> dict:
-    """Every round scored by proxy / held-out / gold, the four checkpoint choices with their win rates.
+    """Every round scored by proxy / held-out / gold (``gold_fn``), the four checkpoint choices with their win rates.
 
     ``final_gens``: the final policy's eval generations, reused for the round ``final/`` is a copy of (greedy, so
     the same text) instead of generating them again."""
     final_info = paths.rl_run(run) / "final" / "round.json"
-    final_round = json.loads(final_info.read_text())["round"] if final_info.exists() else None
+    final_round = read_json(final_info)["round"] if final_info.exists() else None
     heldout_rm = RewardModel.load(paths.rm_heldout) if paths.rm_heldout.exists() else None
     steps = read_rows(paths.rl_run(run) / "metrics.jsonl")
     width = max(1, cfg.rl.steps // cfg.rl.rounds // 4)
     ml = cfg.reward_model.max_length
-    _, gold_fn = load_gold(paths)
     rounds, gens_of = [], []
     for k, step, d in round_dirs(paths.rl_run(run)):
         if final_gens is not None and k == final_round:
@@ -125,7 +124,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
         if pairs:
             metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
         sft = [sft_gens[r["id"]] for r in rows]
-        metrics.update(checkpoint_table(cfg, paths, run, rows, judge, sft, proxy_rm, final_gens=gens))
+        metrics.update(checkpoint_table(cfg, paths, run, rows, judge, gold_fn, sft, proxy_rm, final_gens=gens))
     out = paths.metrics / "eval"
     write_jsonl(
         out / f"{run}_generations.jsonl",
