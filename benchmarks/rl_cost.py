@@ -11,8 +11,10 @@ step (the first two are warm-up and dropped), splits it into its parts (generati
 + optimiser, the monitor's KL and held-out RM, R2M's update) and records its peak memory (resident set on the CPU,
 ``max_memory_allocated`` on a GPU) and the tokens it generated.
 
-Printed and written to JSON: per kind the median step seconds, tokens per second and parts; per round the ratios
-r2m / vanilla (per step, per generated token, peak memory) and vanilla / trl; their medians with min and max.
+Printed and written to JSON: per kind the mean step seconds (the monitor runs on every ``rl.monitor_every``-th step,
+so a run costs its mean step, not its median one), tokens per second and parts; per round the ratios r2m / vanilla
+(per step, per generated token, peak memory) and vanilla / trl; their medians with min and max. ``--kinds`` drops
+kinds from a round (``smol``: ``vanilla r2m``, as its TRL comparison is made on ``tiny``).
 Nothing else should run on the machine meanwhile.
 """
 
@@ -165,6 +167,9 @@ def main() -> None:
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--algos", nargs="+", default=["grpo", "rloo"])
     ap.add_argument("--pairs", type=int, default=5, help="rounds of (vanilla, r2m, trl), order rotating")
+    ap.add_argument(
+        "--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="the runs of a round (vanilla is required)"
+    )
     ap.add_argument("--steps", type=int, default=16, help="RL steps per run (the first 2 are warm-up)")
     ap.add_argument("--workdir", default="runs/bench")
     ap.add_argument("--out", default=None, help="JSON results (default benchmarks/results/rl_cost_<profile>.json)")
@@ -175,6 +180,9 @@ def main() -> None:
     if a.child:
         child(a.child[0], a.child[1], a.profile, a.steps, Path(a.child[2]))
         return
+    if "vanilla" not in a.kinds:
+        ap.error("--kinds must include vanilla (every ratio is against it)")
+    kinds = tuple(k for k in KINDS if k in a.kinds)
     if a.steps <= WARMUP:
         ap.error(f"--steps must be > {WARMUP} (the first {WARMUP} steps are warm-up)")
     wd = (ROOT / a.workdir / a.profile).resolve()
@@ -193,7 +201,7 @@ def main() -> None:
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "runs": []}
     for algo in a.algos:
         for i in range(a.pairs):
-            order = KINDS[i % 3 :] + KINDS[: i % 3]
+            order = kinds[i % len(kinds) :] + kinds[: i % len(kinds)]
             row = {}
             for kind in order:
                 shutil.rmtree(wd / "models" / "rl" / f"{algo}-{kind}", ignore_errors=True)
@@ -208,21 +216,23 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
                 row[kind] = json.loads(out.read_text())
-                print(f"{algo} round {i + 1} {kind}: {row[kind]['step_s_median']:.3f} s/step", flush=True)
+                print(f"{algo} round {i + 1} {kind}: {row[kind]['step_s_mean']:.3f} s/step (mean)", flush=True)
             results["runs"].append({"algo": algo, "round": i, "order": list(order), **row})
     summary = {}
     for algo in a.algos:
         runs = [r for r in results["runs"] if r["algo"] == algo]
 
-        def ratios(num: str, den: str, key, runs=runs) -> dict:
-            return spread([key(r[num]) / key(r[den]) for r in runs])
+        def ratios(num: str, den: str, key, runs=runs) -> dict | None:
+            return spread([key(r[num]) / key(r[den]) for r in runs]) if num in kinds and den in kinds else None
 
+        # the mean step, not the median: the monitor runs on every rl.monitor_every-th step only, and a run costs
+        # its mean step (the median step would be one the monitor skipped)
         summary[algo] = {
-            "r2m_vs_vanilla_step": ratios("r2m", "vanilla", lambda x: x["step_s_median"]),
-            "r2m_vs_vanilla_per_token": ratios("r2m", "vanilla", lambda x: x["step_s_median"] / x["tokens_per_step"]),
+            "r2m_vs_vanilla_step": ratios("r2m", "vanilla", lambda x: x["step_s_mean"]),
+            "r2m_vs_vanilla_per_token": ratios("r2m", "vanilla", lambda x: x["step_s_mean"] / x["tokens_per_step"]),
             "r2m_vs_vanilla_peak_memory": ratios("r2m", "vanilla", lambda x: x["peak_mb"]),
-            "vanilla_vs_trl_step": ratios("vanilla", "trl", lambda x: x["step_s_median"]),
-            "vanilla_vs_trl_per_token": ratios("vanilla", "trl", lambda x: x["step_s_median"] / x["tokens_per_step"]),
+            "vanilla_vs_trl_step": ratios("vanilla", "trl", lambda x: x["step_s_mean"]),
+            "vanilla_vs_trl_per_token": ratios("vanilla", "trl", lambda x: x["step_s_mean"] / x["tokens_per_step"]),
             # timed inside the vanilla run itself, so free of the drift between processes: the per-step monitor
             # (KL to the reference and the held-out RM) as a fraction of the step
             "vanilla_monitor_fraction": spread(
@@ -237,14 +247,14 @@ def main() -> None:
             ),
             "kinds": {
                 k: {
-                    "step_s": statistics.median(r[k]["step_s_median"] for r in runs),
-                    "tokens_per_s": statistics.median(r[k]["tokens_per_step"] / r[k]["step_s_median"] for r in runs),
+                    "step_s": statistics.median(r[k]["step_s_mean"] for r in runs),
+                    "tokens_per_s": statistics.median(r[k]["tokens_per_step"] / r[k]["step_s_mean"] for r in runs),
                     "peak_mb": statistics.median(r[k]["peak_mb"] for r in runs),
                     "parts_s": {
                         p: statistics.median(r[k]["parts_s"].get(p, 0.0) for r in runs) for p in runs[0][k]["parts_s"]
                     },
                 }
-                for k in KINDS
+                for k in kinds
             },
         }
     results["summary"] = summary
@@ -259,8 +269,8 @@ def main() -> None:
 def table(summary: dict) -> str:
     """Markdown table of the ratios (median, min-max over rounds)."""
 
-    def fmt(s: dict) -> str:
-        return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
+    def fmt(s: dict | None) -> str:
+        return "-" if s is None else f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
 
     lines = [
         "| algo | R2M / vanilla per step | per token | peak memory | vanilla / plain TRL per step | per token "

@@ -178,6 +178,7 @@ STAGES: tuple[Stage, ...] = (
             *(f"rl.{k}" for k in ("steps", "rounds", "prompts_per_step", "num_generations")),
             *(f"rl.{k}" for k in ("max_completion_length", "temperature", "lr", "beta", "max_grad_norm")),
             "rl.monitor_sample",
+            "rl.monitor_every",
             "rl.bf16",
         ),
         outs=(Out(f"models/rl/{RUN}", persist=True),),

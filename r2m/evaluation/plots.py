@@ -38,6 +38,24 @@ def series(rows: Sequence[Mapping[str, Any]], x_key: str, y_key: str) -> tuple[n
     return xy[:, 0], xy[:, 1]
 
 
+def step_moving_average(steps: np.ndarray, values: np.ndarray, at: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over steps rather than values: at each step ``a`` of ``at`` [M], the mean of the
+    ``values`` [N] whose step lies in ``[a - window // 2, a - window // 2 + window)`` (NaN where none). On values at
+    every step 0..N-1 and ``at`` = those steps it equals :func:`moving_average`; on a key measured every k-th step
+    (the KL) its window still spans ``window`` steps."""
+    s = np.asarray(steps, dtype=float)
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(s, kind="stable")
+    s, v = s[order], v[order]
+    csum = np.cumsum(np.insert(v, 0, 0.0))
+    start = np.asarray(at, dtype=float) - int(window) // 2
+    lo = np.searchsorted(s, start, side="left")
+    hi = np.searchsorted(s, start + max(1, int(window)), side="left")
+    n = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (csum[hi] - csum[lo]) / np.maximum(n, 1), np.nan)
+
+
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average of the same length (no lag; windows shrink at the edges).
 

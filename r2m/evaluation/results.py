@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from r2m.data.io import read_json, read_jsonl, write_json
-from r2m.evaluation.plots import moving_average, save_figure, series
+from r2m.evaluation.plots import save_figure, series, step_moving_average
 
 CONFIDENCE = 0.95
 SMOOTH_STEPS = 10  # the moving-average window (steps) of the peak, the initial / final values and the curves
@@ -133,21 +133,25 @@ def curve_metrics(rows: Sequence[Mapping[str, Any]], window: int = SMOOTH_STEPS)
     """The training-curve metrics of :data:`METRICS` from a run's per-step rows; a key no row has leaves out the
     metrics that need it."""
     out: dict[str, float] = {}
+    all_steps = [float(r["step"]) for r in rows if _number(r.get("step")) is not None]
+    if not all_steps:
+        return out
+    first, last = min(all_steps), max(all_steps)
+    w = min(window, len(all_steps))
     for prefix, key in STEP_KEYS.items():
-        _, v = series(rows, "step", key)
-        if v.size == 0:
-            continue
-        w = min(window, v.size)
-        out[f"{prefix}_initial"] = float(np.mean(v[:w]))
-        out[f"{prefix}_final"] = float(np.mean(v[-w:]))
+        s, v = series(rows, "step", key)
+        # windows of steps, not of values: the KL exists on every rl.monitor_every-th step (and the first and last)
+        for name, vals in (("initial", v[s < first + w]), ("final", v[s > last - w])):
+            if vals.size:
+                out[f"{prefix}_{name}"] = float(np.mean(vals))
     steps, gold = series(rows, "step", "gold_score")
     if gold.size:
         peak = moving_average_peak(steps, gold, window)
         out["gold_peak"] = peak["value"]
         out["gold_peak_step"] = peak["step"]
-        kl = dict(zip(*series(rows, "step", "kl_to_ref"), strict=True))
-        in_window = [kl.get(s) for s in steps[peak["start"] : peak["stop"]]]
-        if all(k is not None for k in in_window):
+        ks, kl = series(rows, "step", "kl_to_ref")
+        in_window = kl[(ks >= steps[peak["start"]]) & (ks <= steps[peak["stop"] - 1])]
+        if in_window.size:
             out["kl_at_gold_peak"] = float(np.mean(in_window))
     # only what METRICS names (kl_initial, words_initial, ... are not part of the protocol)
     return {k: out[k] for k in METRICS if k in out}
@@ -225,14 +229,17 @@ def load_runs(
 
 
 def _smoothed(rows: Sequence[Mapping[str, Any]], y_key: str, window: int) -> dict[int, tuple[float, float]]:
-    """``{step: (sqrt KL, y)}``, both smoothed by the centred ``window``-step moving average, over the rows that
-    have ``kl_to_ref`` and ``y_key`` (a KL estimate below 0 counts as 0)."""
-    pts = [r for r in rows if _number(r.get("kl_to_ref")) is not None and _number(r.get(y_key)) is not None]
-    if not pts:
+    """``{step: (sqrt KL, y)}`` at the steps that have ``kl_to_ref`` and ``y_key``, each smoothed by the centred
+    ``window``-step moving average over its own steps (:func:`step_moving_average`: the KL exists on every
+    ``rl.monitor_every``-th step only, the gold on all); a KL estimate below 0 counts as 0."""
+    ks, kl = series(rows, "step", "kl_to_ref")
+    ys, y = series(rows, "step", y_key)
+    at = np.asarray(sorted(set(ks.tolist()) & set(ys.tolist())))
+    if at.size == 0:
         return {}
-    x = moving_average(np.sqrt(np.maximum([float(r["kl_to_ref"]) for r in pts], 0.0)), window)
-    y = moving_average(np.asarray([float(r[y_key]) for r in pts]), window)
-    return {int(r["step"]): (float(a), float(b)) for r, a, b in zip(pts, x, y, strict=True)}
+    x = step_moving_average(ks, np.sqrt(np.maximum(kl, 0.0)), at, window)
+    yy = step_moving_average(ys, y, at, window)
+    return {int(a): (float(b), float(c)) for a, b, c in zip(at, x, yy, strict=True)}
 
 
 def mean_curve(

@@ -115,6 +115,8 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         keep_feedback=method in VARIANTS and VARIANTS[method].use_attention,
         monitor_sample=cfg.rl.monitor_sample,
         k=cfg.rl.num_generations,
+        monitor_every=cfg.rl.monitor_every,
+        last_step=cfg.rl.steps - 1,
     )
     scorer, export, head = build_scorer(method, rm, cfg, paths, monitor, tok)
     # the proxy is the vanilla RM as the reward_model stage left it (pretrained_rm trains its own copy further)

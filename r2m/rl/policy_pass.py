@@ -167,6 +167,11 @@ class RolloutCapture:
         return prompt_ids, feedback.float(), mask
 
 
+def monitored_step(step: int, every: int, last: int | None = None) -> bool:
+    """Whether the per-step monitor measures ``step``: steps 0, ``every``, 2 ``every``, ... and ``last``."""
+    return step % every == 0 or step == last
+
+
 def sample_rows(batch: int, k: int, n: int) -> list[int]:
     """The ``n`` rows of a batch of groups of ``k`` that the per-step monitor measures: the first response of every
     group, then the second, ...; ``n = 0`` or ``n >= batch``: all rows."""
@@ -181,10 +186,20 @@ class PolicyMonitor:
 
     During RL (:meth:`rollout`) the feedback comes from the generation forward (no pass of the policy at all); the
     KL needs the reference's log-probs, so the reference runs, as a backbone forward plus the LM head on response
-    positions, on ``monitor_sample`` rows of the batch (:func:`sample_rows`; 0 = all).
+    positions, on ``monitor_sample`` rows of the batch (:func:`sample_rows`; 0 = all), on the steps
+    :func:`monitored_step` names (every ``monitor_every``-th and ``last_step``); other steps measure no row.
     """
 
-    def __init__(self, tokenizer, reference, keep_feedback: bool = False, monitor_sample: int = 0, k: int = 1) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        reference,
+        keep_feedback: bool = False,
+        monitor_sample: int = 0,
+        k: int = 1,
+        monitor_every: int = 1,
+        last_step: int | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.reference = reference.eval().requires_grad_(False)
         check_plain_lm_head(reference)
@@ -193,6 +208,8 @@ class PolicyMonitor:
         self.keep_feedback = keep_feedback
         self.monitor_sample = monitor_sample
         self.k = k
+        self.monitor_every = monitor_every
+        self.last_step = last_step
 
     def attach(self, policy, capture: bool = True) -> None:
         """Give the monitor the live policy the trainer optimises; ``capture``: keep its rollouts' hidden states
@@ -224,12 +241,14 @@ class PolicyMonitor:
         return kl
 
     @torch.no_grad()
-    def rollout(self, completion_ids: Sequence[Sequence[int]]) -> PolicyPass:
-        """The pass of the rollout TRL just generated: captured feedback, KL on the monitored rows."""
+    def rollout(self, completion_ids: Sequence[Sequence[int]], step: int = 0) -> PolicyPass:
+        """The pass of the rollout TRL just generated at ``step``: captured feedback, KL on the monitored rows (none
+        on a step the monitor skips)."""
         if self.capture is None:
             raise RuntimeError("PolicyMonitor.attach(policy) must be called before the first rollout")
         prompt_ids, states, mask = self.capture.take(completion_ids)
-        rows = sample_rows(len(completion_ids), self.k, self.monitor_sample)
+        measured = monitored_step(step, self.monitor_every, self.last_step)
+        rows = sample_rows(len(completion_ids), self.k, self.monitor_sample) if measured else []
         kl = self.kl(states, prompt_ids, completion_ids, rows)
         feedback = states if self.keep_feedback else None
         return PolicyPass(kl=kl, feedback=feedback, mask=mask, prompt_ids=prompt_ids, rows=rows)

@@ -5,7 +5,8 @@ method's training reward per completion and logs, through TRL's ``log_metric``, 
 ``proxy_reward`` (the frozen vanilla RM's score), ``heldout_reward`` (the held-out RM's), ``train_reward`` (the
 method's own reward: for vanilla the proxy itself), gold score, KL to the reference, length and repetition, and the
 reward spread within groups. The KL and the held-out RM cost a forward each, so they are measured on
-``rl.monitor_sample`` rows of the batch (:func:`r2m.rl.policy_pass.sample_rows`); the rest on every row.
+``rl.monitor_sample`` rows of the batch (:func:`r2m.rl.policy_pass.sample_rows`) every ``rl.monitor_every`` steps
+(and the last), and those steps alone log them; the rest on every row of every step.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class FrozenRMs:
         self, texts: Sequence[str], scorer: ProxyScorer, rewards: Tensor, step: int, rows: Sequence[int] | None = None
     ) -> dict[str, Tensor]:
         """``{"proxy_reward": [B], "heldout_reward": [b]}`` of ``texts``; ``rewards`` [B] are the scorer's; the
-        held-out RM scores only ``rows`` (default: all)."""
+        held-out RM scores only ``rows`` (default: all; none: no ``heldout_reward``)."""
         cache = getattr(scorer, "cache", None) or {}
         cached = getattr(scorer, "rm", None) is self.proxy and cache.get("step") == step
         rte = cache["rte"] if cached else None  # [B, D]: the proxy trunk's embeddings of ``texts``
@@ -75,8 +76,8 @@ class FrozenRMs:
                     rte = self.proxy.embed_texts(texts, max_length=self.max_length)
                 proxy = self.proxy.score_embeddings(rte)
             out = {"proxy_reward": proxy.float().cpu()}
-            if self.heldout is not None:
-                idx = list(range(len(texts))) if rows is None else list(rows)
+            idx = list(range(len(texts))) if rows is None else list(rows)
+            if self.heldout is not None and idx:  # no rows: a step the monitor skips
                 if rte is not None and self.heldout.trunk is self.proxy.trunk:
                     held = self.heldout.score_embeddings(rte[idx])
                 else:
@@ -123,7 +124,7 @@ class RewardFunction:
         step = int(state.global_step) if state is not None else 0
         if completion_ids is None:
             raise ValueError("the reward function needs TRL's completion_ids (the tokens the policy generated)")
-        ppass = self.monitor.rollout(completion_ids)
+        ppass = self.monitor.rollout(completion_ids, step)
         rows = ppass.rows
         rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
         texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
@@ -132,8 +133,8 @@ class RewardFunction:
         metrics = {
             "train_reward": float(rewards.mean()),
             "train_group_std": group_std(rewards, self.k),
-            **{name: float(v.mean()) for name, v in frozen.items()},
-            "kl_to_ref": float(ppass.kl[rows].mean()),
+            **{name: float(v.mean()) for name, v in frozen.items() if v.numel()},
+            **({"kl_to_ref": float(ppass.kl[rows].mean())} if rows else {}),
             **batch_stats(completions),
         }
         post_ids = kwargs.get("post_id")

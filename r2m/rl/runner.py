@@ -249,14 +249,21 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
     if not rows:
         return {}
     n_tail = max(1, int(len(rows) * tail_frac))
+    first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
     out: dict = {"steps": len(rows)}
     for key in SUMMARY_KEYS:
-        vals = [r[key] for r in rows if key in r]
-        if not vals:
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if not pts:
             continue
-        out[f"{key}_initial"] = sum(vals[:n_tail]) / len(vals[:n_tail])
-        out[f"{key}_final"] = sum(vals[-n_tail:]) / len(vals[-n_tail:])
-        out[f"{key}_max"] = max(vals)
+        # windows of steps, not of values: the monitor's keys (KL, held-out RM) exist on every rl.monitor_every-th
+        # step only, including the first and the last
+        for name, vals in (
+            ("initial", [v for s, v in pts if s < first + n_tail]),
+            ("final", [v for s, v in pts if s > last - n_tail]),
+        ):
+            if vals:
+                out[f"{key}_{name}"] = sum(vals) / len(vals)
+        out[f"{key}_max"] = max(v for _, v in pts)
     gold = [(r["gold_score"], r["step"]) for r in rows if "gold_score" in r]
     if gold:
         # peak of a 10-step moving average: where over-optimisation started
@@ -265,7 +272,7 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         i = max(range(len(ma)), key=ma.__getitem__)
         out["gold_peak_ma"] = ma[i]
         out["gold_peak_step"] = gold[i + w // 2][1]
-        # the KL over the same window (it is measured on rl.monitor_sample rollouts per step, so one step is noisy)
+        # the KL over the same window (measured on rl.monitor_sample rollouts of every rl.monitor_every-th step)
         window = {s for _, s in gold[i : i + w]}
         kl = [r["kl_to_ref"] for r in rows if "kl_to_ref" in r and r["step"] in window]
         if kl:

@@ -108,9 +108,13 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method, monkeypatch):
     run_dir = paths.rl_run(f"{algo}-{method}")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    keys = ("proxy_reward", "heldout_reward", "train_reward", "gold_score", "kl_to_ref", "completion_words")
-    for key in (*keys, "repeated_trigrams", "train_group_std"):
+    keys = ("proxy_reward", "train_reward", "gold_score", "completion_words", "repeated_trigrams", "train_group_std")
+    for key in keys:
         assert all(key in r for r in rows), key
+    # the monitor (KL, held-out RM) measures every rl.monitor_every-th step and the last: steps 0 and 3 of 4
+    assert ci_cfg.rl.monitor_every == 4
+    for key in ("kl_to_ref", "heldout_reward"):
+        assert [key in r for r in rows] == [True, False, False, True], key
     if method == "vanilla":  # the proxy column is the vanilla RM's score: for vanilla, its training reward
         assert all(r["proxy_reward"] == r["train_reward"] for r in rows)
     if method == "r2m":  # R2M trains on its own reward; the proxy column stays the frozen vanilla RM

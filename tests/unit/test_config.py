@@ -39,6 +39,7 @@ def test_parse_override_yaml_values():
         ("r2m.self_labels=gold", "r2m.self_labels must be one of recomputed, annotation"),
         ("r2m.gre_std_floor=-1", "gre_std_floor must be >= 0"),
         ("rl.monitor_sample=-1", "rl.monitor_sample must be >= 0"),
+        ("rl.monitor_every=0", "rl.monitor_every must be >= 1"),
         # R2M updates once per generation batch: several passes over a batch are not a setting
         ("rl.num_iterations=2", "unknown key 'rl.num_iterations'"),
         ("rl.steps_per_generation=2", "unknown key 'rl.steps_per_generation'"),

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from r2m.evaluation.plots import moving_average, plot_gold_vs_kl, plot_length, plot_proxy_vs_gold
+from r2m.evaluation.plots import (
+    moving_average,
+    plot_gold_vs_kl,
+    plot_length,
+    plot_proxy_vs_gold,
+    step_moving_average,
+)
 
 
 def _rows(n: int, offset: float) -> list[dict]:
@@ -50,6 +56,16 @@ def test_plots_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         plot_proxy_vs_gold({"r": [{"step": 1}], "s": []}, tmp_path / "z.png")
     assert not any(tmp_path.iterdir())
+
+
+def test_step_moving_average_spans_steps_not_values() -> None:
+    v = np.array([0.0, 3.0, 0.0, 3.0, 0.0])
+    dense = step_moving_average(np.arange(5), v, np.arange(5), 3)
+    np.testing.assert_array_equal(dense, moving_average(v, 3))  # every step measured: the same numbers
+    # measured on steps 0, 4, 8 (values 1, 2, 3): a 5-step window at step 4 holds steps 2..6, so only step 4
+    sparse = step_moving_average(np.array([0, 4, 8]), np.array([1.0, 2.0, 3.0]), np.array([0, 4, 8, 6]), 5)
+    np.testing.assert_allclose(sparse, [1.0, 2.0, 3.0, 2.5])  # at 6: steps 4..8
+    assert np.isnan(step_moving_average(np.array([0]), np.array([1.0]), np.array([10]), 3)).all()
 
 
 def test_moving_average() -> None:

@@ -172,6 +172,17 @@ def test_curve_metrics_by_hand():
     assert "repeated_trigrams_final" not in curve_metrics(step_rows(1, "r2m"))  # key missing: metric absent
 
 
+def test_curve_metrics_with_kl_measured_every_fourth_step():
+    rows = step_rows(1, "vanilla")  # steps 1..20, KL 0.05 t
+    for r in rows:
+        if (r["step"] - 1) % 4 and r["step"] != 20:
+            del r["kl_to_ref"]
+    m = curve_metrics(rows)
+    assert m["gold_peak_step"] == 9  # the gold is on every step: unchanged
+    assert m["kl_at_gold_peak"] == pytest.approx(0.05 * (5 + 9 + 13) / 3)  # the measured steps of window 4..13
+    assert m["kl_final"] == pytest.approx(0.05 * (13 + 17 + 20) / 3)  # measured among steps 11..20
+
+
 def test_eval_metrics_missing_keys_are_absent():
     assert eval_metrics({}) == {}
     m = eval_metrics(evaluation(2, "r2m"))

@@ -65,10 +65,14 @@ class _Monitor:
 
     tokenizer = None
 
-    def rollout(self, completion_ids):
+    def __init__(self, skip: tuple[int, ...] = ()) -> None:
+        self.skip = skip  # steps the monitor does not measure (as with rl.monitor_every > 1)
+
+    def rollout(self, completion_ids, step=0):
         n = len(completion_ids)
-        kl = torch.tensor([1.0, float("nan"), 2.0, float("nan")])[:n]
-        return PolicyPass(kl=kl, feedback=None, mask=torch.ones(n, 1), prompt_ids=[[0]] * n, rows=[0, 2])
+        rows = [] if step in self.skip else [0, 2]
+        kl = torch.tensor([1.0, float("nan"), 2.0, float("nan")])[:n] if rows else torch.full((n,), float("nan"))
+        return PolicyPass(kl=kl, feedback=None, mask=torch.ones(n, 1), prompt_ids=[[0]] * n, rows=rows)
 
 
 def test_reward_function_returns_scores_and_logs_metrics():
@@ -92,6 +96,39 @@ def test_reward_function_returns_scores_and_logs_metrics():
     assert fn.last_batch["completions"] == ["x", "xx", "y", "yyy"]
     with pytest.raises(ValueError, match="completion_ids"):
         fn(["p"], ["x"])
+
+
+def test_a_step_the_monitor_skips_logs_no_kl_and_no_heldout_score():
+    from r2m.rl.reward import FrozenRMs
+
+    class State:
+        global_step = 5
+
+    proxy, heldout = _RM(10.0), _RM(-1.0)
+    frozen = FrozenRMs(proxy, heldout)
+    scorer = lambda texts, ppass, step: torch.zeros(len(texts))  # noqa: E731
+    fn = RewardFunction(scorer, _Monitor(skip=(5,)), num_generations=2, frozen=frozen)
+    logged: dict = {}
+    kw = {"completion_ids": [[1]] * 4, "log_metric": lambda k, v: logged.__setitem__(k, v), "trainer_state": State()}
+    fn(["p", "p", "q", "q"], ["x", "xx", "y", "yyy"], **kw)
+    assert "kl_to_ref" not in logged and "heldout_reward" not in logged
+    assert logged["proxy_reward"] == pytest.approx(10 * (2 + 3 + 2 + 4) / 4)  # every row of every step
+    assert heldout.calls == 0  # no row to score: the held-out RM did not run
+    State.global_step = 6
+    logged.clear()
+    fn(["p", "p", "q", "q"], ["x", "xx", "y", "yyy"], **kw)
+    assert logged["kl_to_ref"] == 1.5 and logged["heldout_reward"] == pytest.approx(-2.0)  # rows 0 and 2
+
+
+def test_summarise_windows_are_steps_for_a_key_measured_every_kth_step():
+    rows = [{"step": s, "proxy_reward": float(s)} for s in range(40)]
+    for r in rows:
+        if r["step"] % 4 == 0 or r["step"] == 39:
+            r["kl_to_ref"] = float(r["step"])
+    s = summarise(rows)  # tail: 4 steps
+    assert s["proxy_reward_final"] == pytest.approx((36 + 37 + 38 + 39) / 4)
+    assert s["kl_to_ref_final"] == pytest.approx((36 + 39) / 2)  # the measured steps among the last 4
+    assert s["kl_to_ref_initial"] == 0.0 and s["kl_to_ref_max"] == 39.0
 
 
 class _RM:

@@ -8,7 +8,7 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from r2m.models.tokenizer import train_bpe_tokenizer
-from r2m.rl.policy_pass import PolicyMonitor, response_logps, sequence_states
+from r2m.rl.policy_pass import PolicyMonitor, monitored_step, response_logps, sequence_states
 from tests.unit.test_r2m_rl import PROMPTS, TEXTS, generate, neox_config
 
 
@@ -64,6 +64,18 @@ def test_kl_is_zero_against_itself_and_measured_on_the_sample_only(lm):
     assert torch.isnan(ppass.kl[[1, 2, 3, 5, 6, 7]]).all() and torch.isfinite(ppass.kl[[0, 4]]).all()
     full = other.forward(ppass.prompt_ids, ids, with_reference=True).kl  # one forward of the policy instead
     assert torch.allclose(full[[0, 4]], ppass.kl[[0, 4]], atol=1e-4)
+
+
+def test_monitor_every_measures_steps_0_k_2k_and_the_last_only(lm):
+    tok, policy, reference = lm
+    assert [s for s in range(10) if monitored_step(s, 4, last=9)] == [0, 4, 8, 9]
+    assert all(monitored_step(s, 1) for s in range(5))
+    monitor = PolicyMonitor(tok, reference, monitor_sample=2, k=4, monitor_every=4, last_step=9)
+    monitor.attach(policy)
+    for step, measured in ((0, True), (3, False), (8, True), (9, True)):
+        ppass = monitor.rollout(generate(policy, tok, PROMPTS, seed=step), step)
+        assert ppass.rows == ([0, 4] if measured else [])
+        assert bool(torch.isfinite(ppass.kl).any()) == measured
 
 
 def test_encode_matches_a_rollout_and_the_capture_rejects_a_foreign_batch(lm):
