@@ -92,9 +92,11 @@ def write(path: Path = ROOT / "dvc.yaml") -> Path:
 
 
 def check(path: Path = ROOT / "dvc.yaml", cfg: Config | None = None) -> str | None:
-    """``None`` when ``path`` is what the table generates for ``cfg`` (default: the ``params.yaml`` beside it),
-    else a one-line error."""
-    cfg = load_config(path.parent / "params.yaml") if cfg is None else cfg
+    """``None`` when ``path`` is what the table generates for ``cfg`` (default: the ``params.yaml`` beside it, or
+    the repository's), else a one-line error."""
+    if cfg is None:
+        params = path.parent / "params.yaml"
+        cfg = load_config(params if params.exists() else ROOT / "params.yaml")
     if not path.exists() or path.read_text() != render(cfg):
         return (
             f"{path} is not what the stage table and params.yaml's rl.algos x rl.methods generate: run "

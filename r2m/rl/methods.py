@@ -127,7 +127,7 @@ METHODS: dict[str, Method] = {
     "warm": Method(
         "WARM: one RM, the weight average of k RMs fine-tuned from one initialisation",
         reward="warm",
-        params="warm",
+        params="ensemble",
         needs=("reward_ensemble",),
         source="Rame et al. 2024",
     ),

@@ -249,12 +249,16 @@ def test_peer_methods_run_and_log_the_common_yardsticks(peer_inputs, ci_cfg, alg
         assert all(key in r for r in rows), key
     assert "kl_to_ref" in rows[0] and "heldout_reward" in rows[-1]
     differs = any(abs(r["proxy_reward"] - r["train_reward"]) > 1e-6 for r in rows)
-    # every peer but kl trains on its own reward (kl: the vanilla RM's, with TRL's KL term); the proxy column stays
-    # the frozen vanilla RM's
-    assert differs == (method != "kl")
+    # the proxy column stays the frozen vanilla RM's; kl trains on it (with TRL's KL term), a penalty adds to it,
+    # every other peer trains on a reward of its own
+    if method.endswith("_penalty"):
+        name = method.split("_")[0]
+        w = ci_cfg.methods.length_penalty.weight if name == "length" else 1.0
+        for r in rows:  # batch means: the penalty is added row by row, so the means add too
+            assert r["train_reward"] == pytest.approx(r["proxy_reward"] + w * r[f"penalty_{name}"], abs=1e-5)
+    else:
+        assert differs == (method != "kl")
     if method.startswith("ensemble"):
         assert all("ensemble_member_std" in r for r in rows)
-    if method.endswith("_penalty"):
-        assert all(f"penalty_{method.split('_')[0]}" in r for r in rows)
     if method == "par":
         assert all(0.0 < r["train_reward"] < 1.0 for r in rows)  # a sigmoid

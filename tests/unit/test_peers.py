@@ -183,3 +183,11 @@ def test_config_rejects_bad_method_parameters():
     ):
         with pytest.raises(ConfigError, match=msg):
             load_config(REPO / "params.yaml", overrides=[bad])
+
+
+def test_every_method_params_section_exists():
+    from r2m.config import Config
+
+    sections = {f for f in Config().to_dict()["methods"]} | {"r2m"}
+    for name, m in METHODS.items():
+        assert m.params is None or m.params in sections, name
