@@ -102,6 +102,15 @@ def sweep(args) -> None:
     sweep_main(list(args))
 
 
+@main.command()
+@click.option("--markdown", is_flag=True, help="as the README's markdown table")
+def methods(markdown) -> None:
+    """List the methods registry (r2m/rl/methods.py): name, reward, update, parameters, source."""
+    from r2m.rl.methods import methods_table
+
+    click.echo(methods_table(markdown=markdown))
+
+
 @main.command("dvc-yaml")
 @click.option("--check", is_flag=True, help="only check that dvc.yaml is what the stage table generates")
 def dvc_yaml(check) -> None:

@@ -81,6 +81,8 @@ def pipeline(
     cfg = load_config(params, profile=profile, overrides=overrides)
     logger.info("profile=%s runs=%s workdir=%s", cfg.profile, cfg.run_names(), Path(workdir).resolve())
     for stage in stages.STAGES:
+        if not stage.needed(cfg):  # an optional stage no method of rl.methods needs
+            continue
         if stage.needs_mlflow and not mlflow:
             logger.info("skipping %s (needs MLflow)", stage.name)
             continue

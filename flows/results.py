@@ -38,12 +38,34 @@ from pathlib import Path
 from r2m.config import ALGOS, METHODS
 from r2m.data.io import read_json, write_json
 from r2m.evaluation.results import ResultsError, results_markdown, write_results
+from r2m.rl.methods import METHODS as METHOD_TABLE
+from r2m.rl.methods import run_methods
+from tasks import stages
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = ("prepare", "sft", "preferences", "reward_model", "best_of_n")
 # what a seed's directory takes from base/ with shared upstream (models/ and metrics/ stay real: RL and evaluate
 # write into them)
 LINKED = ("data", "models/sft", "models/rm", "models/rm_heldout", "metrics/best_of_n.json")
+
+
+def optional_stages(methods: Sequence[str]) -> list[stages.Stage]:
+    """The optional upstream stages (ensemble RMs, PAR's reference scores) that ``methods`` need, in table order."""
+    return [s for s in stages.STAGES if s.optional and any(s.name in METHOD_TABLE[m].needs for m in methods)]
+
+
+def upstream_stages(methods: Sequence[str]) -> tuple[str, ...]:
+    """:data:`UPSTREAM` with the optional stages ``methods`` need, after the reward model."""
+    i = UPSTREAM.index("reward_model") + 1
+    return (*UPSTREAM[:i], *(s.name for s in optional_stages(methods)), *UPSTREAM[i:])
+
+
+def linked(methods: Sequence[str]) -> tuple[str, ...]:
+    """:data:`LINKED` with the outputs and metrics of the optional stages ``methods`` need."""
+    extra = [p for s in optional_stages(methods) for p in (*(o.path for o in s.outs), *s.metrics)]
+    return (*LINKED, *extra)
+
+
 OUT_MARKER = ".r2m-results"  # says that --fresh may delete this directory
 
 
@@ -80,13 +102,14 @@ class Step:
 def plan(seeds: Sequence[int], algos: Sequence[str], methods: Sequence[str], out: Path, upstream: str) -> list[Step]:
     """Every step, in order: the upstream stages (once in ``base/`` or in every seed's directory), then per seed
     and run, rl and evaluate."""
-    steps = [Step(s, seeds[0], out / "base") for s in UPSTREAM] if upstream == "shared" else []
+    up = upstream_stages(methods)
+    steps = [Step(s, seeds[0], out / "base") for s in up] if upstream == "shared" else []
     for seed in seeds:
         wd = out / f"seed_{seed}"
         if upstream == "per-seed":
-            steps += [Step(s, seed, wd) for s in UPSTREAM]
+            steps += [Step(s, seed, wd) for s in up]
         for algo in algos:
-            for method in methods:
+            for method in run_methods(list(methods)):  # early_stop: vanilla's run
                 steps += [Step(stage, seed, wd, f"{algo}-{method}") for stage in ("rl", "evaluate")]
     return steps
 
@@ -122,9 +145,9 @@ def link(src: Path, dst: Path, *, replace_stale: bool = False, need_source: bool
     dst.symlink_to(target, target_is_directory=src.is_dir())
 
 
-def link_upstream(base: Path, workdir: Path) -> None:
-    """Relative links in ``workdir`` to the upstream outputs in ``base`` (:data:`LINKED`; made before they exist)."""
-    for rel in LINKED:
+def link_upstream(base: Path, workdir: Path, methods: Sequence[str] = ()) -> None:
+    """Relative links in ``workdir`` to the upstream outputs in ``base`` (:func:`linked`; made before they exist)."""
+    for rel in linked(methods):
         link(base / rel, workdir / rel, replace_stale=True, need_source=False, hint="use --fresh or another --out")
 
 
@@ -198,7 +221,7 @@ def results(
     rows = []
     for i, step in enumerate(steps, start=1):
         if step.stage == "rl" and upstream == "shared":
-            link_upstream(base, step.workdir)
+            link_upstream(base, step.workdir, methods)
         options = {"seed": step.seed, "profile": profile, "overrides": list(overrides), "upstream": upstream}
         cmd = stage_command(step, params, profile, overrides)
         row = run_step(step, cmd, options, out / "logs" / step.log_name, base)

@@ -189,7 +189,7 @@ def sweep(
         for seed in seeds:
             wd = vdir / f"seed_{seed}"
             src = results_dir / f"seed_{seed}"
-            link_upstream(base, wd)
+            link_upstream(base, wd, ["vanilla", method])
             link(base / "metrics" / "reward_model.json", wd / "metrics" / "reward_model.json")
             for algo in algos:
                 link_run(src, wd, f"{algo}-vanilla")

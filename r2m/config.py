@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
+from r2m.rl.methods import METHODS as METHOD_TABLE
+from r2m.rl.methods import run_methods
 from r2m.rl.variants import ALGOS as ALGO_TABLE
-from r2m.rl.variants import VARIANTS
 
 # Choices, derived from the code that implements them (r2m.rl.variants has no torch / TRL import).
 ALGOS: tuple[str, ...] = tuple(ALGO_TABLE)  # TRL trainers built by r2m.rl.runner
-METHODS: tuple[str, ...] = ("vanilla", *VARIANTS, "pretrained_rm")  # vanilla + the R2M variants + pretrained_rm
+METHODS: tuple[str, ...] = tuple(METHOD_TABLE)  # the methods registry, r2m.rl.methods
 # The judge kinds of r2m.judges (the `name` of GoldPairwiseJudge, OpenAICompatibleJudge, LocalChatJudge; checked by
 # tests/unit/test_config_help.py). Kept here: the modules that build judges import this one (and torch).
 JUDGES: tuple[str, ...] = ("gold", "openai", "local")
@@ -280,9 +281,10 @@ class RLConfig:
     methods: list[str] = field(
         default_factory=lambda: ["vanilla", "r2m"],
         metadata={
-            "help": "Reward methods to run: 'vanilla' (the frozen vanilla RM), the R2M variants (docs/method.md) "
-            "and 'pretrained_rm' (the vanilla RM further trained on gold-labelled pairs of the RL prompts, then "
-            "frozen). Set in params.yaml or with --set / `r2m run --method ...`, never in a profile.",
+            "help": "Reward methods to run, from the methods registry (r2m/rl/methods.py; `r2m methods` lists "
+            "them with one line each): vanilla, the peers (kl, early_stop, par, ensembles, warm, penalties), the "
+            "R2M variants and pretrained_rm. Set in params.yaml or with --set / `r2m run --method ...`, never in a "
+            "profile.",
             "choices": METHODS,
         },
     )
@@ -464,6 +466,105 @@ class R2MConfig:
     )
     replay_pairs: int = field(
         default=8, metadata={"help": "RM-train pairs drawn (seeded) per update for the replay term. >= 1."}
+    )
+
+
+@dataclass
+class KLMethodConfig:
+    """Method ``kl``: the vanilla RM with TRL's KL term."""
+
+    beta: float = field(
+        default=0.05,
+        metadata={
+            "help": "TRL's beta for method 'kl' (KL to the SFT reference: in the loss for GRPO, in the reward for "
+            "RLOO); > 0. The other methods use rl.beta (default 0)."
+        },
+    )
+
+
+@dataclass
+class PARMethodConfig:
+    """Method ``par``: preference-as-reward centred on the SFT reference's responses (Fu et al. 2025)."""
+
+    n_refs: int = field(
+        default=2,
+        metadata={
+            "help": "M, the SFT reference's sampled responses per RL prompt whose mean vanilla-RM score centres "
+            "the reward: r = sigmoid(r(x, y) - mean_m r(x, y_ref,m)). Sampled once per run (seeded), before RL."
+        },
+    )
+
+
+@dataclass
+class EnsembleMethodConfig:
+    """Methods ``ensemble_*`` and ``warm``: k reward models beside the vanilla one (stage ``reward_ensemble``)."""
+
+    k: int = field(
+        default=4,
+        metadata={
+            "help": "Ensemble members, each a reward model like the vanilla one trained with its own seed on a "
+            "bootstrap resample of the RM-train pairs (Coste et al. 2024 use 5); >= 2."
+        },
+    )
+    uwo_lambda: float = field(
+        default=0.5,
+        metadata={
+            "help": "lambda of ensemble_uwo's mean - lambda * variance over the members' normalised scores (the "
+            "members are normalised to mean 0, std 1 on the RM-train responses, so the variance is in those units; "
+            "Coste et al. tune lambda per setting: this is ours, not tuned on gold)."
+        },
+    )
+    warm_members: int = field(
+        default=4,
+        metadata={
+            "help": "WARM's fine-tuned RMs, all from the vanilla RM's initialisation (same seed), each on its own "
+            "bootstrap resample and batch order; their weights are averaged into one RM; >= 2."
+        },
+    )
+
+
+@dataclass
+class LengthPenaltyConfig:
+    """Method ``length_penalty``: TRL's soft overlong punishment added to the vanilla reward (DAPO, Eq. 13)."""
+
+    cache: int = field(
+        default=16,
+        metadata={
+            "help": "L_cache of TRL's get_soft_overlong_punishment: completions longer than "
+            "rl.max_completion_length - cache tokens are penalised linearly, down to -1 at the maximum."
+        },
+    )
+    weight: float = field(default=1.0, metadata={"help": "Weight of the penalty added to the vanilla reward; > 0."})
+
+
+@dataclass
+class RepetitionPenaltyConfig:
+    """Method ``repetition_penalty``: TRL's repeated n-gram penalty added to the vanilla reward."""
+
+    ngram: int = field(default=3, metadata={"help": "n of TRL's get_repetition_penalty_reward (token n-grams)."})
+    max_penalty: float = field(
+        default=-1.0,
+        metadata={
+            "help": "The penalty of a fully repetitive completion (<= 0); the fraction of repeated n-grams scales it."
+        },
+    )
+
+
+@dataclass
+class MethodsConfig:
+    """Parameters of the peer methods, one section per method (r2m.rl.methods names which method reads which)."""
+
+    kl: KLMethodConfig = field(default_factory=KLMethodConfig, metadata={"help": "Method kl."})
+    par: PARMethodConfig = field(default_factory=PARMethodConfig, metadata={"help": "Method par."})
+    ensemble: EnsembleMethodConfig = field(
+        default_factory=EnsembleMethodConfig,
+        metadata={"help": "Methods ensemble_mean, ensemble_min, ensemble_uwo, warm."},
+    )
+    length_penalty: LengthPenaltyConfig = field(
+        default_factory=LengthPenaltyConfig, metadata={"help": "Method length_penalty."}
+    )
+    repetition_penalty: RepetitionPenaltyConfig = field(
+        default_factory=RepetitionPenaltyConfig, metadata={"help": "Method repetition_penalty."}
     )
 
 
@@ -688,6 +789,7 @@ class Config:
     )
     rl: RLConfig = field(default_factory=RLConfig, metadata={"help": "Online RL with TRL."})
     r2m: R2MConfig = field(default_factory=R2MConfig, metadata={"help": "R2M's reward head and its online update."})
+    methods: MethodsConfig = field(default_factory=MethodsConfig, metadata={"help": "The peer methods' parameters."})
     evaluate: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation of the final policies."})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "The judge of r2m judge / evaluate."})
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata={"help": "Hidden-state analysis."})
@@ -703,8 +805,9 @@ class Config:
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_names(self) -> list[str]:
-        """RL run names, ``<algo>-<method>``, in the order the pipeline runs them."""
-        return [f"{a}-{m}" for a in self.rl.algos for m in self.rl.methods]
+        """RL run names, ``<algo>-<method>``, in the order the pipeline runs them (a method without a run of its
+        own, ``early_stop``, names the run it reads: :func:`r2m.rl.methods.run_methods`)."""
+        return [f"{a}-{m}" for a in self.rl.algos for m in run_methods(self.rl.methods)]
 
     def validate(self) -> Config:
         for a in self.rl.algos:
@@ -715,6 +818,24 @@ class Config:
                 raise ConfigError(f"rl.methods: unknown method {m!r}; valid: {', '.join(METHODS)}")
         if self.rl.steps <= 0 or self.rl.rounds <= 0 or self.rl.steps % self.rl.rounds:
             raise ConfigError(f"rl.steps ({self.rl.steps}) must be a positive multiple of rl.rounds ({self.rl.rounds})")
+        m = self.methods
+        if m.kl.beta <= 0 or m.par.n_refs < 1 or m.ensemble.k < 2 or m.ensemble.warm_members < 2:
+            raise ConfigError(
+                "methods: kl.beta must be > 0, par.n_refs >= 1, ensemble.k and ensemble.warm_members >= 2, got "
+                f"{m.kl.beta}, {m.par.n_refs}, {m.ensemble.k}, {m.ensemble.warm_members}"
+            )
+        if m.ensemble.uwo_lambda < 0 or m.length_penalty.weight <= 0 or m.repetition_penalty.max_penalty > 0:
+            raise ConfigError(
+                "methods: ensemble.uwo_lambda must be >= 0, length_penalty.weight > 0 and "
+                f"repetition_penalty.max_penalty <= 0, got {m.ensemble.uwo_lambda}, {m.length_penalty.weight}, "
+                f"{m.repetition_penalty.max_penalty}"
+            )
+        if not 1 <= m.length_penalty.cache <= self.rl.max_completion_length or m.repetition_penalty.ngram < 1:
+            raise ConfigError(
+                f"methods: length_penalty.cache must be in [1, rl.max_completion_length = "
+                f"{self.rl.max_completion_length}] and repetition_penalty.ngram >= 1, got {m.length_penalty.cache}, "
+                f"{m.repetition_penalty.ngram}"
+            )
         if self.rl.num_generations < 2:
             raise ConfigError("rl.num_generations must be >= 2 (group-relative advantages need a group)")
         if self.policy.prompt_format not in PROMPT_FORMATS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -153,6 +154,12 @@ def stage_main(argv: list[str] | None = None) -> None:
     run = f"{a.algo}-{a.method}" if stage.matrix else None
     try:
         cfg = load_config(a.params, profile=a.profile, overrides=a.overrides)
+        if os.environ.get("DVC_STAGE"):  # run by dvc repro: from a dvc.yaml that matches params.yaml's runs
+            from tasks.dvc_yaml import check
+
+            stale = check(Path(os.environ.get("DVC_ROOT", ".")) / "dvc.yaml", cfg)
+            if stale:
+                raise ConfigError(stale)
         run_stage(a.stage, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, run=run)
     except (ConfigError, DataValidationError) as e:  # bad input: one line naming the file/key, no traceback
         sys.exit(f"error: {a.stage}: {e}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from r2m.config import Config, ConfigError
+from r2m.rl.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("r2m", "tasks")
@@ -71,6 +72,8 @@ class Stage:
         matrix: runs once per ``<algo>-<method>``.
         needs_mlflow: cannot run without MLflow (it writes to the model registry).
         prefect_retries: Prefect task retries (RL resumes from its last finished round).
+        optional: runs only when a method of ``rl.methods`` names it in its registry entry's ``needs``
+            (:mod:`r2m.rl.methods`); its outputs are then deps of that method's RL runs only.
     """
 
     name: str
@@ -85,6 +88,11 @@ class Stage:
     matrix: bool = False
     needs_mlflow: bool = False
     prefect_retries: int = 0
+    optional: bool = False
+
+    def needed(self, cfg: Config) -> bool:
+        """Whether the pipeline of ``cfg`` runs this stage (an optional one only for the methods that need it)."""
+        return not self.optional or any(self.name in METHODS[m].needs for m in cfg.rl.methods)
 
     @property
     def module(self) -> str:
@@ -149,6 +157,27 @@ STAGES: tuple[Stage, ...] = (
         metrics=("metrics/reward_model.json",),
     ),
     Stage(
+        name="reward_ensemble",
+        func="tasks.reward_ensemble:reward_ensemble",
+        doc="the ensemble methods' reward models (own seeds, bootstrap resamples of the RM-train pairs) and WARM's "
+        "weight average of RMs fine-tuned from the vanilla RM's initialisation",
+        deps=("data/rm_train.jsonl", "data/rm_test.jsonl", "models/sft"),
+        params=("reward_model", "methods.ensemble"),
+        outs=(Out("models/rm_ensemble"),),
+        metrics=("metrics/reward_ensemble.json",),
+        optional=True,
+    ),
+    Stage(
+        name="par_reference",
+        func="tasks.par_reference:par_reference",
+        doc="PAR's centre per RL prompt: the mean vanilla-RM score of the SFT reference's sampled responses",
+        deps=("data/rl_prompts.jsonl", "models/sft", "models/rm"),
+        params=("policy", "methods.par", "reward_model.max_length", "rl.max_completion_length", "rl.temperature"),
+        outs=(Out("models/par_reference.jsonl"),),
+        metrics=("metrics/par_reference.json",),
+        optional=True,
+    ),
+    Stage(
         name="best_of_n",
         func="tasks.best_of_n:best_of_n",
         doc="best-of-n with the proxy RM (no training): gold and proxy of the proxy's pick against "
@@ -175,6 +204,7 @@ STAGES: tuple[Stage, ...] = (
             "policy",
             "reward_model",
             "r2m",
+            "methods",
             *(f"rl.{k}" for k in ("steps", "rounds", "prompts_per_step", "num_generations")),
             *(f"rl.{k}" for k in ("max_completion_length", "temperature", "lr", "beta", "max_grad_norm")),
             "rl.monitor_sample",

@@ -27,6 +27,7 @@ from scipy import stats
 
 from r2m.data.io import read_json, read_jsonl, write_json
 from r2m.evaluation.plots import save_figure, series, step_moving_average
+from r2m.rl.methods import METHODS as METHOD_TABLE
 
 CONFIDENCE = 0.95
 SMOOTH_STEPS = 10  # the moving-average window (steps) of the peak, the initial / final values and the curves
@@ -46,6 +47,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "proxy_initial": (".3f", f"proxy (frozen vanilla RM) score, mean of the first {SMOOTH_STEPS} steps"),
     "proxy_final": (".3f", f"proxy score, mean of the last {SMOOTH_STEPS} steps"),
     "kl_final": (".3f", f"KL to the reference, mean of the last {SMOOTH_STEPS} steps"),
+    "gold_at_matched_kl": (
+        ".3f",
+        f"gold score ({SMOOTH_STEPS}-step moving average) where the run's smoothed sqrt(KL) first reaches the "
+        "matched level, the lowest mean final sqrt(KL) among the methods compared (protocol.matched_sqrt_kl)",
+    ),
     "words_final": (".1f", f"completion words, mean of the last {SMOOTH_STEPS} steps"),
     "repeated_trigrams_final": (".2f", f"repeated trigrams, mean of the last {SMOOTH_STEPS} steps"),
     **{f"gold@{c}": (".3f", f"gold score of the {c} checkpoint's eval generations") for c in CHECKPOINTS},
@@ -205,6 +211,17 @@ def by_step(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     return [last[s] for s in sorted(last)]
 
 
+def reported_at(run: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """A run as a method that stops at ``checkpoint`` reports it (early stopping by the held-out RM): its final
+    checkpoint is that one, and it has no training curve past it (the curve metrics are left out)."""
+    ev = dict(run["evaluation"])
+    ckpts = dict(ev.get("checkpoints") or {})
+    if checkpoint not in ckpts:
+        raise ResultsError(f"the run has no {checkpoint!r} checkpoint to report (evaluate wrote {sorted(ckpts)})")
+    ckpts["final"] = ckpts[checkpoint]
+    return {"rows": [], "evaluation": {**ev, "checkpoints": ckpts}}
+
+
 def load_runs(
     seed_dirs: Mapping[int, str | Path], algos: Sequence[str], methods: Sequence[str]
 ) -> dict[tuple[int, str, str], dict[str, Any]]:
@@ -214,12 +231,14 @@ def load_runs(
     for seed in sorted(seed_dirs):
         for algo in algos:
             for method in methods:
-                rows_file, eval_file = run_files(seed_dirs[seed], f"{algo}-{method}")
+                m = METHOD_TABLE[method]
+                rows_file, eval_file = run_files(seed_dirs[seed], f"{algo}-{m.run_of or method}")
                 absent = [str(f) for f in (rows_file, eval_file) if not f.is_file()]
                 if absent:
                     missing.append(f"seed {seed} {algo}-{method} (no {' and no '.join(absent)})")
                     continue
-                runs[seed, algo, method] = {"rows": by_step(read_jsonl(rows_file)), "evaluation": read_json(eval_file)}
+                run = {"rows": by_step(read_jsonl(rows_file)), "evaluation": read_json(eval_file)}
+                runs[seed, algo, method] = reported_at(run, m.checkpoint) if m.checkpoint != "final" else run
     if missing:
         raise ResultsError(f"{len(missing)} run(s) missing: " + "; ".join(missing))
     return runs
@@ -240,6 +259,40 @@ def _smoothed(rows: Sequence[Mapping[str, Any]], y_key: str, window: int) -> dic
     x = step_moving_average(ks, np.sqrt(np.maximum(kl, 0.0)), at, window)
     yy = step_moving_average(ys, y, at, window)
     return {int(a): (float(b), float(c)) for a, b, c in zip(at, x, yy, strict=True)}
+
+
+def gold_at_sqrt_kl(rows: Sequence[Mapping[str, Any]], level: float, window: int = SMOOTH_STEPS) -> float | None:
+    """The smoothed gold where the run's smoothed sqrt(KL) first reaches ``level`` (linear between the two measured
+    steps around it; the first point's gold when it starts above), None when it never does."""
+    pts = sorted(_smoothed(rows, "gold_score", window).items())
+    prev = None
+    for _, (x, y) in pts:
+        if x >= level:
+            if prev is None or x == prev[0]:
+                return y
+            return prev[1] + (y - prev[1]) * (level - prev[0]) / (x - prev[0])
+        prev = (x, y)
+    return None
+
+
+def final_sqrt_kl(rows: Sequence[Mapping[str, Any]], window: int = SMOOTH_STEPS) -> float | None:
+    """The run's smoothed sqrt(KL) at its last measured step (None without KL)."""
+    pts = sorted(_smoothed(rows, "gold_score", window).items())
+    return pts[-1][1][0] if pts else None
+
+
+def matched_kl_levels(runs: Mapping[tuple[int, str, str], Mapping[str, Any]], window: int) -> dict[str, float]:
+    """Per algorithm, the matched sqrt(KL) level: the lowest, over methods, of the mean final smoothed sqrt(KL)
+    over seeds (every method reaches it on average, so gold can be compared at equal KL)."""
+    finals: dict[tuple[str, str], list[float]] = {}
+    for (_, algo, method), r in runs.items():
+        f = final_sqrt_kl(r["rows"], window)
+        if f is not None:
+            finals.setdefault((algo, method), []).append(f)
+    levels: dict[str, float] = {}
+    for (algo, _), v in finals.items():
+        levels[algo] = min(levels.get(algo, math.inf), float(np.mean(v)))
+    return levels
 
 
 def mean_curve(
@@ -279,6 +332,12 @@ def aggregate(
     """
     seeds = sorted({s for s, _, _ in runs})
     metrics = {key: run_metrics(r["rows"], r["evaluation"], window) for key, r in runs.items()}
+    levels = matched_kl_levels(runs, window) if len(methods) > 1 else {}
+    for (s, a, m), r in runs.items():
+        g = gold_at_sqrt_kl(r["rows"], levels[a], window) if a in levels else None
+        if g is not None:  # in METRICS order
+            merged = {**metrics[s, a, m], "gold_at_matched_kl": g}
+            metrics[s, a, m] = {k: merged[k] for k in METRICS if k in merged}
     per_run = [
         {"seed": s, "algo": a, "method": m, "metrics": metrics[s, a, m]}
         for a in algos
@@ -330,6 +389,7 @@ def aggregate(
             "seeds": seeds,
             "algos": list(algos),
             "methods": list(methods),
+            "matched_sqrt_kl": levels,
             "metrics": {k: v[1] for k, v in METRICS.items()},
         },
         "runs": per_run,

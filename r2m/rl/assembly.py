@@ -1,5 +1,6 @@
-"""One RL run assembled from a working directory's files: the reward scorer of the method (vanilla, ``pretrained_rm``
-or an R2M variant), the reward callable, the run spec with its resume fingerprint (:func:`build_run`)."""
+"""One RL run assembled from a working directory's files: the reward scorer of the method (from its entry in the
+methods registry, :mod:`r2m.rl.methods`), the reward callable, the run spec with its resume fingerprint
+(:func:`build_run`)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r2m.config import Config
 from r2m.data.gold import GoldJudge
-from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
+from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json
 from r2m.data.preferences import make_preference_pairs
 from r2m.evaluation.accuracy import reward_accuracy_report
 from r2m.judges.gold import load_gold
 from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
 from r2m.prompts import render_prompt, render_prompts
+from r2m.rl.methods import METHODS, Method
+from r2m.rl.peers import EnsembleScorer, PARScorer, PenalisedScorer, Penalty
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import R2MScorer, R2MUpdater, ReplayPairs, build_head, score_with_feedback
 from r2m.rl.reward import FrozenRMs, RewardFunction, VanillaScorer
 from r2m.rl.runner import RunSpec, policy_device
-from r2m.rl.variants import VARIANTS
 from r2m.rm_train import train_reward_model
 
 
@@ -33,6 +35,16 @@ def files_digest(*dirs: Path) -> str:
             if f.suffix in {".safetensors", ".json"} and f.is_file():
                 h.update(f.relative_to(d).as_posix().encode())
                 h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def method_inputs_digest(paths: Paths, method: Method) -> str:
+    """Hash of the optional stages' files a method reads (the ensemble's RMs, PAR's reference scores)."""
+    h = hashlib.sha256()
+    if "reward_ensemble" in method.needs:
+        h.update(files_digest(paths.models / "rm_ensemble").encode())
+    if "par_reference" in method.needs:
+        h.update(hashlib.sha256((paths.models / "par_reference.jsonl").read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
@@ -73,27 +85,70 @@ def round_accuracy(rm, head, monitor, cfg: Config, pairs: list[dict], tok) -> di
     return out
 
 
+def penalties(cfg: Config, method: Method) -> list[tuple[str, Penalty, float]]:
+    """TRL's penalty rewards a method adds, as ``(name, fn(completion_ids), weight)``."""
+    from trl.rewards import get_repetition_penalty_reward, get_soft_overlong_punishment
+
+    out = []
+    if "length" in method.penalties:
+        lp = cfg.methods.length_penalty
+        out.append(("length", get_soft_overlong_punishment(cfg.rl.max_completion_length, lp.cache), lp.weight))
+    if "repetition" in method.penalties:
+        rp = cfg.methods.repetition_penalty
+        out.append(("repetition", get_repetition_penalty_reward(rp.ngram, rp.max_penalty), 1.0))
+    return out
+
+
+def ensemble_members(paths: Paths, device) -> tuple[list[RewardModel], list[tuple[float, float]]]:
+    """The ensemble's reward models (``models/rm_ensemble/member_<i>``) and their normalisation stats."""
+    d = paths.models / "rm_ensemble"
+    stats = read_json(d / "normalisation.json")["members"]
+    members = [RewardModel.load(d / f"member_{i}").to(device) for i in range(len(stats))]
+    return members, [(s["mean"], s["std"]) for s in stats]
+
+
+def par_centres(paths: Paths) -> dict[str, float]:
+    """PAR's r_ref per RL prompt (the ``par_reference`` stage's file), keyed by the RM prompt."""
+    rows = read_jsonl(paths.models / "par_reference.jsonl", {"id": str, "prompt": str, "ref_score": float})
+    return {r["prompt"]: r["ref_score"] for r in rows}
+
+
 def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monitor: PolicyMonitor, tok):
-    """(scorer, extra_export, updater) for a method: one code path, switches from the variant table."""
-    if method == "vanilla":
-        return VanillaScorer(rm, max_length=cfg.reward_model.max_length), None, None
-    if method == "pretrained_rm":
+    """(scorer, extra_export, R2M head or None) for a method, from its registry entry (:data:`METHODS`)."""
+    m, ml = METHODS[method], cfg.reward_model.max_length
+    export, head = None, None
+    if m.reward == "r2m":
+        trunk, policy = (d.relative_to(paths.root).as_posix() for d in (paths.rm, paths.sft))  # not machine paths
+        head = build_head(rm, monitor.reference.config.hidden_size, cfg, m.variant, trunk, policy)
+        head = head.to(policy_device())
+        scorer = R2MScorer(rm, head, m.variant, ml, seed=cfg.seed)
+        test_pairs = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+
+        def export(d: Path) -> None:
+            head.save(d / "reward_head")
+            write_json(d / "rm_accuracy.json", round_accuracy(rm, head, monitor, cfg, test_pairs, tok))
+
+    elif m.reward == "par":
+        scorer = PARScorer(rm, par_centres(paths), ml)
+    elif m.reward == "ensemble":
+        members, stats = ensemble_members(paths, policy_device())
+        for member in members:
+            member.share_trunk_with(rm)  # frozen-trunk profiles (smol): one trunk in memory, not k + 1
+        scorer = EnsembleScorer(members, stats, m.combine, cfg.methods.ensemble.uwo_lambda, ml)
+    elif m.reward == "warm":
+        scorer = VanillaScorer(RewardModel.load(paths.models / "rm_ensemble" / "warm").to(policy_device()), ml)
+    elif m.updates == "before":  # pretrained_rm
         posts, _ = load_gold(paths)
         if posts is None:
-            raise ValueError("pretrained_rm needs gold labels for the RL prompts (the embedded task's posts.jsonl)")
+            raise ValueError(f"{method} needs gold labels for the RL prompts (the embedded task's posts.jsonl)")
         ids = [r["post_id"] for r in read_jsonl(paths.data / "rl_prompts.jsonl")]
         train_reward_model(rm, gold_labelled_pairs([posts[i] for i in ids], cfg.seed + 7), cfg.reward_model, cfg.seed)
-        return VanillaScorer(rm, max_length=cfg.reward_model.max_length), lambda d: rm.save(d / "reward_model"), None
-    variant = VARIANTS[method]
-    trunk, policy = (d.relative_to(paths.root).as_posix() for d in (paths.rm, paths.sft))  # not machine paths
-    head = build_head(rm, monitor.reference.config.hidden_size, cfg, variant, trunk, policy).to(policy_device())
-    scorer = R2MScorer(rm, head, variant, cfg.reward_model.max_length, seed=cfg.seed)
-    test_pairs = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
-
-    def export(d: Path) -> None:
-        head.save(d / "reward_head")
-        write_json(d / "rm_accuracy.json", round_accuracy(rm, head, monitor, cfg, test_pairs, tok))
-
+        scorer = VanillaScorer(rm, max_length=ml)
+        export = lambda d: rm.save(d / "reward_model")  # noqa: E731
+    else:
+        scorer = VanillaScorer(rm, max_length=ml)
+    if m.penalties:
+        scorer = PenalisedScorer(scorer, penalties(cfg, m))
     return scorer, export, head
 
 
@@ -102,6 +157,11 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     reward callable (scorer + policy monitor + gold judge) and the tokenizer. R2M variants add their updater
     callback."""
     run = f"{algo}-{method}"
+    if METHODS[method].run_of:
+        raise ValueError(
+            f"method {method!r} has no RL run of its own: it reads {METHODS[method].run_of!r}'s run "
+            f"(r2m stage rl --method {METHODS[method].run_of})"
+        )
     prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
     tok = AutoTokenizer.from_pretrained(paths.sft)
     prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
@@ -112,7 +172,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     monitor = PolicyMonitor(
         tok,
         reference,
-        keep_feedback=method in VARIANTS and VARIANTS[method].use_attention,
+        keep_feedback=METHODS[method].uses_feedback,
         monitor_sample=cfg.rl.monitor_sample,
         k=cfg.rl.num_generations,
         monitor_every=cfg.rl.monitor_every,
@@ -120,7 +180,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     )
     scorer, export, head = build_scorer(method, rm, cfg, paths, monitor, tok)
     # the proxy is the vanilla RM as the reward_model stage left it (pretrained_rm trains its own copy further)
-    proxy = RewardModel.load(paths.rm).to(device) if method == "pretrained_rm" else rm
+    proxy = RewardModel.load(paths.rm).to(device) if METHODS[method].updates == "before" else rm
     heldout = RewardModel.load(paths.rm_heldout).to(device) if paths.rm_heldout.exists() else None
     if heldout is not None:
         heldout.share_trunk_with(proxy)  # a frozen trunk with two heads (smol): embedded once per batch
@@ -137,6 +197,11 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         "inputs": files_digest(paths.sft, paths.rm, *([paths.rm_heldout] if heldout is not None else [])),
         "n_prompts": len(prompts),
     }
+    m = METHODS[method]
+    if m.params not in (None, "r2m"):  # a peer's parameters and the upstream files it reads
+        fingerprint["method_params"] = d["methods"][m.params]
+    if m.needs:
+        fingerprint["method_inputs"] = method_inputs_digest(paths, m)
     spec = RunSpec(
         algo,
         method,
@@ -146,10 +211,11 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         fingerprint,
         extra_export=export,
         timings_file=paths.timings / "rl" / f"{run}.steps.jsonl",
+        beta=cfg.methods.kl.beta if METHODS[method].kl else None,
     )
     if head is not None:
         replay = None
-        if cfg.r2m.replay_weight > 0 and VARIANTS[method].train:
+        if cfg.r2m.replay_weight > 0 and METHODS[method].updates == "online":
             pairs = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
             render = lambda ps: render_prompts(tok, ps, cfg.policy)  # noqa: E731
             replay = ReplayPairs(pairs, rm, monitor, render, cfg.r2m.replay_pairs, cfg)

@@ -80,7 +80,7 @@ class R2MScorer:
             h = gaussian_like(h, ppass.mask, generator=self.generator)
         return h, ppass.mask
 
-    def __call__(self, texts: Sequence[str], ppass: PolicyPass, step: int) -> Tensor:
+    def __call__(self, texts: Sequence[str], ppass: PolicyPass, step: int, **_) -> Tensor:
         rte = self.rm.embed_texts(texts, max_length=self.max_length)
         h, mask = self.feedback(ppass)
         with torch.no_grad():

@@ -25,9 +25,11 @@ GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]  # (post_ids, com
 
 
 class ProxyScorer(Protocol):
-    """Scores a rollout batch; R2M scorers also read the policy pass (hidden states)."""
+    """Scores a rollout batch [B]; R2M scorers also read the policy pass (hidden states). Keyword arguments every
+    scorer receives and may ignore: ``rm_prompts`` (the plain task prompt of each row, PAR's key) and
+    ``completion_ids`` (the generated tokens of each row, for TRL's penalty rewards)."""
 
-    def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int) -> Tensor: ...
+    def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int, **kw: Any) -> Tensor: ...
 
 
 class VanillaScorer:
@@ -39,7 +41,7 @@ class VanillaScorer:
         self.max_length = max_length
         self.cache: dict | None = None
 
-    def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int) -> Tensor:
+    def __call__(self, texts: Sequence[str], policy_pass: PolicyPass, step: int, **_: Any) -> Tensor:
         rte = self.rm.embed_texts(texts, max_length=self.max_length)
         self.cache = {"rte": rte, "step": step}
         with torch.no_grad():
@@ -128,15 +130,21 @@ class RewardFunction:
         rows = ppass.rows
         rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
         texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
-        rewards = self.scorer(texts, ppass, step).float().cpu()
-        frozen = self.frozen(texts, self.scorer, rewards, step, rows) if self.frozen is not None else {}
+        rewards = self.scorer(texts, ppass, step, rm_prompts=rm_prompts, completion_ids=completion_ids).float().cpu()
+        # the frozen RMs reuse a vanilla scorer's rewards as the proxy: hand them the base reward, before penalties
+        base = getattr(self.scorer, "base_rewards", rewards).float().cpu()
+        frozen = self.frozen(texts, self.scorer, base, step, rows) if self.frozen is not None else {}
         metrics = {
             "train_reward": float(rewards.mean()),
             "train_group_std": group_std(rewards, self.k),
             **{name: float(v.mean()) for name, v in frozen.items() if v.numel()},
             **({"kl_to_ref": float(ppass.kl[rows].mean())} if rows else {}),
             **batch_stats(completions),
+            **{f"penalty_{k}": float(v.mean()) for k, v in getattr(self.scorer, "last_penalties", {}).items()},
         }
+        members = getattr(self.scorer, "last_members", None)  # an ensemble's normalised member scores [k, B]
+        if members is not None:
+            metrics["ensemble_member_std"] = float(members.std(0, unbiased=False).mean())
         post_ids = kwargs.get("post_id")
         if self.gold is not None and post_ids is not None:
             gold = torch.tensor(self.gold(post_ids, completions), dtype=torch.float32)

@@ -59,8 +59,9 @@ def policy_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def trl_config(algo: str, cfg: Config, output_dir: Path):
-    """The TRL config for ``algo`` on this machine (TRL's CPU flags on a machine without a GPU)."""
+def trl_config(algo: str, cfg: Config, output_dir: Path, beta: float | None = None):
+    """The TRL config for ``algo`` on this machine (TRL's CPU flags on a machine without a GPU); ``beta``: TRL's KL
+    coefficient (default ``rl.beta``; the ``kl`` method's is ``methods.kl.beta``)."""
     from trl import GRPOConfig, RLOOConfig
 
     if algo not in ALGOS:
@@ -80,7 +81,7 @@ def trl_config(algo: str, cfg: Config, output_dir: Path):
         learning_rate=rl.lr,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        beta=rl.beta,
+        beta=rl.beta if beta is None else beta,
         max_grad_norm=rl.max_grad_norm,
         logging_steps=1,
         save_strategy="steps",
@@ -143,6 +144,7 @@ class RunSpec:
     extra_metrics: list[Callable[[], dict]] = field(default_factory=list)
     # per-step wall-clock/memory rows; outside the runs directory, which holds only reproducible files
     timings_file: Path | None = None  # default: <runs>.timings/<run>.jsonl
+    beta: float | None = None  # TRL's KL coefficient (None: rl.beta)
 
     @property
     def timings(self) -> Path:
@@ -221,7 +223,7 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     trainer = trainer_class(spec.algo)(
         model=str(spec.policy_dir),
         reward_funcs=[reward_fn],
-        args=trl_config(spec.algo, cfg, spec.run_dir / "checkpoints"),
+        args=trl_config(spec.algo, cfg, spec.run_dir / "checkpoints", beta=spec.beta),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,

@@ -4,8 +4,7 @@
 - ``ALGOS``: the online RL algorithms, each a pair of TRL classes that :mod:`r2m.rl.runner` builds (TRL is
   imported there, lazily, by name).
 
-The two methods that are not R2M variants, ``vanilla`` and ``pretrained_rm``, are handled by ``tasks/rl.py``;
-``r2m.config.METHODS`` is ``vanilla``, the variants and ``pretrained_rm``.
+Each variant is one entry of the methods registry (:mod:`r2m.rl.methods`), beside vanilla and the peers.
 """
 
 from __future__ import annotations

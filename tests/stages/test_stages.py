@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,3 +200,65 @@ def test_evaluate_command_after_runs(tiny_pipeline, ci_cfg):
     one = judge_command(ci_cfg, tiny_pipeline, "grpo-r2m@round_1", "sft", mlflow=False, progress=False)
     assert one["report"]["n"] == 12  # a round checkpoint, generated on the fly
     assert (tiny_pipeline / "reports" / "gold" / "grpo-r2m@round_1_vs_sft_verdicts.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def peer_inputs(tiny_pipeline, ci_cfg):
+    """The optional stages the peers need, once: the ensemble's RMs (and WARM) and PAR's reference scores."""
+    ens = run_stage("reward_ensemble", ci_cfg, tiny_pipeline, mlflow=False)
+    par = run_stage("par_reference", ci_cfg, tiny_pipeline, mlflow=False)
+    return tiny_pipeline, ens, par
+
+
+def test_optional_stages_make_the_ensemble_warm_and_par_centres(peer_inputs, ci_cfg):
+    wd, ens, par = peer_inputs
+    d = Path(wd) / "models" / "rm_ensemble"
+    assert sorted(p.name for p in d.iterdir()) == ["member_0", "member_1", "normalisation.json", "warm"]
+    members = [load_file(d / f"member_{i}" / "head.safetensors") for i in range(2)]
+    assert not torch.equal(members[0]["weight"], members[1]["weight"])  # own seeds and bootstrap resamples
+    m = ens["metrics"]
+    assert len(m["members"]) == 2 and set(m["ensemble_test_accuracy"]) == {"mean", "min", "uwo"}
+    assert 0.0 <= m["warm_test_accuracy"] <= 1.0 and len(m["warm_member_test_accuracy"]) == 2
+    rows = [json.loads(x) for x in (Path(wd) / "models" / "par_reference.jsonl").read_text().splitlines()]
+    assert len(rows) == ci_cfg.data.n_rl_prompts and all(len(r["responses"]) == ci_cfg.methods.par.n_refs for r in rows)
+    assert par["metrics"]["n_prompts"] == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("algo", "method"),
+    [
+        ("grpo", "kl"),
+        ("grpo", "par"),
+        ("rloo", "ensemble_mean"),
+        ("grpo", "ensemble_min"),
+        ("grpo", "ensemble_uwo"),
+        ("rloo", "warm"),
+        ("grpo", "length_penalty"),
+        ("grpo", "repetition_penalty"),
+    ],
+)
+def test_peer_methods_run_and_log_the_common_yardsticks(peer_inputs, ci_cfg, algo, method):
+    wd = peer_inputs[0]
+    out = run_stage("rl", ci_cfg, wd, mlflow=False, run=f"{algo}-{method}")
+    rows = [
+        json.loads(x)
+        for x in (Paths.of(ci_cfg, wd).rl_run(f"{algo}-{method}") / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert out["metrics"]["steps"] == 4
+    for key in ("proxy_reward", "train_reward", "gold_score", "completion_words", "repeated_trigrams"):
+        assert all(key in r for r in rows), key
+    assert "kl_to_ref" in rows[0] and "heldout_reward" in rows[-1]
+    differs = any(abs(r["proxy_reward"] - r["train_reward"]) > 1e-6 for r in rows)
+    # the proxy column stays the frozen vanilla RM's; kl trains on it (with TRL's KL term), a penalty adds to it,
+    # every other peer trains on a reward of its own
+    if method.endswith("_penalty"):
+        name = method.split("_")[0]
+        w = ci_cfg.methods.length_penalty.weight if name == "length" else 1.0
+        for r in rows:  # batch means: the penalty is added row by row, so the means add too
+            assert r["train_reward"] == pytest.approx(r["proxy_reward"] + w * r[f"penalty_{name}"], abs=1e-5)
+    else:
+        assert differs == (method != "kl")
+    if method.startswith("ensemble"):
+        assert all("ensemble_member_std" in r for r in rows)
+    if method == "par":
+        assert all(0.0 < r["train_reward"] < 1.0 for r in rows)  # a sigmoid

@@ -272,3 +272,16 @@ def test_markdown_tables_and_one_seed(seed_dirs):
 
     no_base = results_markdown(aggregate(runs, ["grpo"], ["r2m"]), "cmd")
     assert "no paired differences" in no_base
+
+
+def test_gold_at_a_matched_kl_level():
+    from r2m.evaluation.results import gold_at_sqrt_kl, matched_kl_levels
+
+    # sqrt(KL) = t / 10 (KL = t^2 / 100), gold = t: smoothing by 1 step keeps the points
+    rows = [{"step": t, "kl_to_ref": t * t / 100, "gold_score": float(t)} for t in range(0, 21)]
+    assert gold_at_sqrt_kl(rows, 0.55, window=1) == pytest.approx(5.5)  # between t = 5 and 6
+    assert gold_at_sqrt_kl(rows, 0.0, window=1) == 0.0
+    assert gold_at_sqrt_kl(rows, 3.0, window=1) is None  # never that far
+    slow = [{**r, "kl_to_ref": r["kl_to_ref"] / 4} for r in rows]  # sqrt(KL) = t / 20: ends at 1.0
+    runs = {(0, "grpo", "a"): {"rows": rows}, (0, "grpo", "b"): {"rows": slow}}
+    assert matched_kl_levels(runs, window=1) == {"grpo": pytest.approx(1.0)}

@@ -77,7 +77,7 @@ class _Monitor:
 
 def test_reward_function_returns_scores_and_logs_metrics():
     logged = {}
-    scorer = lambda texts, ppass, step: torch.tensor([float(len(t)) for t in texts])  # noqa: E731
+    scorer = lambda texts, ppass, step, **kw: torch.tensor([float(len(t)) for t in texts])  # noqa: E731
     gold = lambda ids, comps: [1.0 if i == "a" else -1.0 for i in ids]  # noqa: E731
     fn = RewardFunction(scorer, _Monitor(), num_generations=2, gold=gold)
     out = fn(
@@ -106,7 +106,7 @@ def test_a_step_the_monitor_skips_logs_no_kl_and_no_heldout_score():
 
     proxy, heldout = _RM(10.0), _RM(-1.0)
     frozen = FrozenRMs(proxy, heldout)
-    scorer = lambda texts, ppass, step: torch.zeros(len(texts))  # noqa: E731
+    scorer = lambda texts, ppass, step, **kw: torch.zeros(len(texts))  # noqa: E731
     fn = RewardFunction(scorer, _Monitor(skip=(5,)), num_generations=2, frozen=frozen)
     logged: dict = {}
     kw = {"completion_ids": [[1]] * 4, "log_metric": lambda k, v: logged.__setitem__(k, v), "trainer_state": State()}

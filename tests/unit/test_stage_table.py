@@ -24,13 +24,21 @@ def test_check_names_a_drifted_dvc_yaml(tmp_path):
 
 def test_every_stage_is_in_dvc_yaml_with_its_declarations(repo):
     doc = yaml.safe_load((repo / "dvc.yaml").read_text())
-    assert list(doc["stages"]) == list(stages.NAMES)
+    cfg = load_config(repo / "params.yaml")
+    # every stage the default methods need; the optional ones (ensembles, PAR) only when a method needs them
+    assert list(doc["stages"]) == [s.name for s in stages.STAGES if s.needed(cfg)]
+    assert [s.name for s in stages.STAGES if not s.needed(cfg)] == ["reward_ensemble", "par_reference"]
     for s in stages.STAGES:
+        if not s.needed(cfg):
+            continue
         entry = doc["stages"][s.name]
-        assert entry["params"] == [*stages.COMMON_PARAMS, *s.params]
-        assert "configs/${profile}.yaml" in entry["deps"]
-        assert set(s.code()) <= set(entry["deps"])
-        assert ("matrix" in entry) == s.matrix
+        assert ("foreach" in entry) == s.matrix
+        body = entry["do"] if s.matrix else entry
+        assert body["params"] == [*stages.COMMON_PARAMS, *s.params]
+        assert "configs/${profile}.yaml" in body["deps"]
+        assert set(s.code()) <= set(body["deps"])
+        if s.matrix:
+            assert list(entry["foreach"]) == cfg.run_names()
 
 
 def test_code_deps_follow_imports_and_leave_out_orchestration():
