@@ -191,3 +191,9 @@ def test_every_method_params_section_exists():
     sections = {f for f in Config().to_dict()["methods"]} | {"r2m"}
     for name, m in METHODS.items():
         assert m.params is None or m.params in sections, name
+
+
+def test_readme_holds_the_registrys_table():
+    from r2m.rl.methods import methods_table
+
+    assert methods_table(markdown=True) in (REPO / "README.md").read_text(), "paste `r2m methods --markdown`"
