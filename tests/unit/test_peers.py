@@ -21,29 +21,7 @@ from r2m.rl.peers import (
 )
 from r2m.rl.variants import VARIANTS
 from tests.conftest import REPO
-
-
-class _RM:
-    """score = scale x len(text) + shift; counts trunk passes."""
-
-    def __init__(self, scale: float = 1.0, shift: float = 0.0) -> None:
-        self.scale, self.shift, self.calls = scale, shift, 0
-
-    def eval(self):
-        return self
-
-    def requires_grad_(self, flag):
-        return self
-
-    def embed_texts(self, texts, max_length=512):
-        self.calls += 1
-        return torch.tensor([[float(len(t))] for t in texts])
-
-    def score_embeddings(self, rte):
-        return self.scale * rte.sum(-1) + self.shift
-
-    def score_texts(self, texts, max_length=512):
-        return self.score_embeddings(self.embed_texts(texts))
+from tests.unit.test_rl_parts import _RM
 
 
 def test_combine_mean_min_and_uwo_by_hand():

@@ -132,10 +132,10 @@ def test_summarise_windows_are_steps_for_a_key_measured_every_kth_step():
 
 
 class _RM:
-    """A stand-in reward model: score = scale x text length; counts its trunk passes (``embed_texts``)."""
+    """A stand-in reward model: score = scale x text length + shift; counts its trunk passes (``embed_texts``)."""
 
-    def __init__(self, scale: float = 10.0) -> None:
-        self.scale, self.calls = scale, 0
+    def __init__(self, scale: float = 10.0, shift: float = 0.0) -> None:
+        self.scale, self.shift, self.calls = scale, shift, 0
         self.trunk = object()
 
     def eval(self):
@@ -152,7 +152,7 @@ class _RM:
         return self.score_embeddings(self.embed_texts(texts))
 
     def score_embeddings(self, rte):
-        return self.scale * rte.sum(-1)
+        return self.scale * rte.sum(-1) + self.shift
 
 
 def test_frozen_rms_log_the_same_proxy_for_every_method():
