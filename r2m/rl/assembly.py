@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from r2m.config import Config
+from r2m.config import Config, ConfigError
 from r2m.data.gold import GoldJudge
 from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json
 from r2m.data.preferences import make_preference_pairs
@@ -157,8 +157,8 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     reward callable (scorer + policy monitor + gold judge) and the tokenizer. R2M variants add their updater
     callback."""
     run = f"{algo}-{method}"
-    if METHODS[method].run_of:
-        raise ValueError(
+    if METHODS[method].run_of:  # a config error: one line from the CLI, no traceback
+        raise ConfigError(
             f"method {method!r} has no RL run of its own: it reads {METHODS[method].run_of!r}'s run "
             f"(r2m stage rl --method {METHODS[method].run_of})"
         )

@@ -31,13 +31,18 @@ import yaml
 
 from r2m.config import ALGOS, METHODS, load_config
 from tasks import stages
-from tasks.stages import COMMON_PARAMS, RUN, STAGES, Stage
+from tasks.stages import COMMON_PARAMS, RUN, Stage
+from tasks.stages import STAGES as ALL_STAGES
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 PROFILE = "ci"
-RUNS = load_config(REPO / "params.yaml", profile=PROFILE).run_names()  # for parametrizing; re-read in the fixture
+CFG = load_config(REPO / "params.yaml", profile=PROFILE)
+RUNS = CFG.run_names()  # for parametrizing; re-read in the fixture
+# the stages dvc.yaml holds for params.yaml's methods (the optional ones, ensembles and PAR, only when a method needs
+# them: their declarations are checked by the stage tests, not here)
+STAGES = tuple(s for s in ALL_STAGES if s.needed(CFG))
 PROFILE_FILE = f"configs/{PROFILE}.yaml"
 # written by a stage but hashed by nobody, on purpose (see tasks/common.py, tasks/register.py, r2m/rl/runner.py)
 UNHASHED = ("timings/", "mlflow.db", "mlartifacts/", "registry.json", "models/rl.stale/")

@@ -175,3 +175,13 @@ def test_readme_holds_the_registrys_table():
     from r2m.rl.methods import methods_table
 
     assert methods_table(markdown=True) in (REPO / "README.md").read_text(), "paste `r2m methods --markdown`"
+
+
+def test_early_stop_has_no_rl_run_of_its_own(tmp_path):
+    from r2m.config import ConfigError, load_config
+    from r2m.paths import Paths
+    from r2m.rl.assembly import build_run
+
+    cfg = load_config(REPO / "params.yaml", profile="ci")
+    with pytest.raises(ConfigError, match="no RL run of its own: it reads 'vanilla'"):
+        build_run(cfg, Paths.of(cfg, tmp_path), "grpo", "early_stop")
