@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` (set-up + the default experiment) and `make test` (set-up + tests).
 # `make repro`: the same experiment through DVC (`dvc repro`, with the venv's python on PATH for the stage commands).
-.PHONY: setup run run-smol repro results bench test lint dvc-yaml
+.PHONY: setup run run-smol repro results results-peers bench test lint dvc-yaml
 
 setup:
 	bash scripts/bootstrap.sh
@@ -17,6 +17,12 @@ repro: setup
 # the README's method comparison: 5 seeds x GRPO, RLOO x vanilla, R2M, each stage its own process (docs/evidence.md)
 results: setup
 	.venv/bin/r2m results --seeds 0 1 2 3 4 --algos grpo rloo --methods vanilla r2m --out results
+
+# the README's peers comparison: 5 seeds x GRPO x every method of the registry (r2m methods), same budget
+PEERS = vanilla r2m kl early_stop par ensemble_mean ensemble_min ensemble_uwo warm length_penalty repetition_penalty
+results-peers: setup
+	.venv/bin/r2m results --seeds 0 1 2 3 4 --algos grpo --methods $(PEERS) --out results/peers
+	.venv/bin/r2m compare --results results/peers --method r2m
 
 # the benchmark suite (README "What R2M costs"): RL step costs on tiny, then the orchestration's; JSON in
 # benchmarks/results/, tables printed. Nothing else should run on the machine meanwhile.

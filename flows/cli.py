@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -94,6 +95,16 @@ def results(args) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def compare(args) -> None:
+    """One method against every other method of a finished ``r2m results`` directory, paired by seed, with 95%
+    CIs and Holm-corrected verdicts (``r2m compare --help``)."""
+    from flows.compare import main as compare_main
+
+    compare_main(list(args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def sweep(args) -> None:
     """One method's parameter over values on top of a finished ``r2m results`` directory, each value against the
     same vanilla runs, with 95% CIs (``r2m sweep --help``)."""
@@ -113,17 +124,27 @@ def methods(markdown) -> None:
 
 @main.command("dvc-yaml")
 @click.option("--check", is_flag=True, help="only check that dvc.yaml is what the stage table generates")
-def dvc_yaml(check) -> None:
-    """Write dvc.yaml from the stage table (tasks/stages.py)."""
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="the project directory: its params.yaml is read and its dvc.yaml written (a clone, not the install)",
+)
+def dvc_yaml(check, repo) -> None:
+    """Write dvc.yaml from the stage table (tasks/stages.py) and REPO's params.yaml."""
     from tasks import dvc_yaml as gen
 
+    if not (repo / "params.yaml").is_file():
+        raise click.ClickException(f"{repo.resolve()} has no params.yaml: run this in the project (or pass --repo)")
+    path = repo / "dvc.yaml"
     if check:
-        err = gen.check()
+        err = gen.check(path)
         if err:
             raise click.ClickException(err)
-        click.echo("dvc.yaml is up to date with the stage table")
+        click.echo(f"{path} is up to date with the stage table")
         return
-    click.echo(f"wrote {gen.write()}")
+    click.echo(f"wrote {gen.write(path)}")
 
 
 @main.command()

@@ -493,9 +493,21 @@ def _band(ax, curve: Mapping[str, list], colour: str) -> None:
     ax.fill_between(curve["sqrt_kl"], y - np.asarray(hw), y + np.asarray(hw), color=colour, alpha=0.2, linewidth=0)
 
 
+OVERLAY_MAX = 4  # more curves than this on one axis are unreadable: the frontier becomes one panel per method
+
+
 def plot_frontier(results: Mapping[str, Any], path: str | Path) -> Path:
     """Gold (left) and proxy (right) against sqrt(KL to the reference), one line per (algo, method): the mean over
-    seeds of each seed's smoothed curve, with the 95% band over seeds; the best-of-n gold curve dashed, if any."""
+    seeds of each seed's smoothed curve, with the 95% band over seeds; the best-of-n gold curve dashed, if any. With
+    more than :data:`OVERLAY_MAX` curves, :func:`frontier_grid` instead (one gold panel per method)."""
+    fig = frontier_figure(results)
+    return save_figure(fig, path)
+
+
+def frontier_figure(results: Mapping[str, Any]) -> Figure:
+    """The figure :func:`plot_frontier` saves."""
+    if len(results["curves"]) > OVERLAY_MAX:
+        return frontier_grid(results)
     fig = Figure(figsize=(12.0, 4.6))
     ax_gold, ax_proxy = fig.subplots(1, 2)
     for i, c in enumerate(results["curves"]):
@@ -519,7 +531,45 @@ def plot_frontier(results: Mapping[str, Any], path: str | Path) -> Path:
         else:
             ax.text(0.5, 0.5, f"no {what} data", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(f"Gold and proxy vs sqrt(KL): mean over seeds of {window}-step moving averages, 95% band")
-    return save_figure(fig, path)
+    return fig
+
+
+def frontier_grid(results: Mapping[str, Any], cols: int = 4) -> Figure:
+    """Small multiples of gold vs sqrt(KL): one panel per (algo, method) other than the baseline, each with the
+    baseline's curve (grey) and the best-of-n curve (dashed) behind it, on shared axes, so every method is read
+    against the same two references. [panels = curves - baselines]"""
+    baseline = results["protocol"].get("baseline", "vanilla")
+    curves = [c for c in results["curves"] if c["gold"]["step"]]
+    base = {c["algo"]: c for c in curves if c["method"] == baseline}
+    others = [c for c in curves if c["method"] != baseline]
+    rows = max(1, math.ceil(len(others) / cols))
+    fig = Figure(figsize=(3.4 * cols, 2.9 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    bon = results.get("best_of_n")
+    for ax, c in zip(axes, others, strict=False):
+        ref = base.get(c["algo"])
+        if ref is not None:
+            ax.plot(ref["gold"]["sqrt_kl"], ref["gold"]["y"], color="0.5", linewidth=1.4, label=baseline)
+            _band(ax, ref["gold"], "0.5")
+        if bon:
+            ax.plot([r["sqrt_kl"] for r in bon], [r["gold"] for r in bon], "k--", linewidth=1, label="best-of-n")
+        ax.plot(c["gold"]["sqrt_kl"], c["gold"]["y"], color="C3", linewidth=1.8, label=c["method"])
+        _band(ax, c["gold"], "C3")
+        ax.set_title(f"{c['algo']}-{c['method']} (n={c['n_seeds']})", fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small", loc="lower left")
+    for ax in axes[len(others) :]:
+        ax.set_axis_off()
+    for ax in axes[::cols]:
+        ax.set_ylabel("gold score")
+    for ax in axes[-cols:]:
+        ax.set_xlabel("sqrt(KL to reference)")
+    window = results["protocol"]["smooth_steps"]
+    fig.suptitle(
+        f"Gold vs sqrt(KL), each method against {baseline} (grey) and best-of-n (dashed): mean over seeds of "
+        f"{window}-step moving averages, 95% band"
+    )
+    return fig
 
 
 def write_results(

@@ -285,3 +285,30 @@ def test_gold_at_a_matched_kl_level():
     slow = [{**r, "kl_to_ref": r["kl_to_ref"] / 4} for r in rows]  # sqrt(KL) = t / 20: ends at 1.0
     runs = {(0, "grpo", "a"): {"rows": rows}, (0, "grpo", "b"): {"rows": slow}}
     assert matched_kl_levels(runs, window=1) == {"grpo": pytest.approx(1.0)}
+
+
+def test_many_methods_get_one_frontier_panel_each_against_the_baseline(tmp_path):
+    from r2m.evaluation.results import OVERLAY_MAX, frontier_figure, plot_frontier
+
+    def curve(method: str, shift: float) -> dict:
+        xs = [0.0, 1.0, 2.0]
+        gold = {"step": [0, 1, 2], "sqrt_kl": xs, "y": [shift + x for x in xs], "half_width": [0.1, 0.1, 0.1]}
+        return {"algo": "grpo", "method": method, "n_seeds": 5, "gold": gold, "proxy": gold}
+
+    methods = ["vanilla", "r2m", "kl", "par", "warm", "ensemble_min"]
+    res = {
+        "curves": [curve(m, i) for i, m in enumerate(methods)],
+        "protocol": {"baseline": "vanilla", "smooth_steps": 10},
+        "best_of_n": [{"sqrt_kl": 0.0, "gold": 0.0}, {"sqrt_kl": 1.0, "gold": 0.5}],
+    }
+    assert len(res["curves"]) > OVERLAY_MAX
+    fig = frontier_figure(res)
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == [f"grpo-{m} (n=5)" for m in methods[1:]]
+    for ax, m in zip(panels, methods[1:], strict=True):
+        # each panel: the baseline (grey), best-of-n, and the method itself
+        assert [line.get_label() for line in ax.get_lines()] == ["vanilla", "best-of-n", m]
+    assert len(fig.axes) == 8 and len(panels) == 5  # a 2 x 4 grid, the last 3 blank
+    two = frontier_figure({**res, "curves": res["curves"][:2]})
+    assert len(two.axes) == 2  # few methods: gold and proxy, overlaid
+    assert plot_frontier(res, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"

@@ -4,6 +4,7 @@ stage can read only the config it declares."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import yaml
@@ -96,3 +97,30 @@ def test_matrix_kwargs():
         stages.get("evaluate").matrix_kwargs(None)
     with pytest.raises(ValueError, match="unknown stage 'train'"):
         stages.get("train")
+
+
+def test_cli_writes_the_dvc_yaml_of_the_project_it_is_run_in(repo, tmp_path, monkeypatch):
+    # an editable install lives elsewhere than a clone: `r2m dvc-yaml` must write the clone's file, from its params
+    from click.testing import CliRunner
+
+    from flows.cli import main
+
+    before = (repo / "dvc.yaml").read_text()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["rl"]["methods"] = ["vanilla", "kl", "par"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(repo / "configs", tmp_path / "configs")  # the profiles the params name
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["dvc-yaml"])
+    assert res.exit_code == 0, res.output
+    written = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    assert "par_reference" in written["stages"]
+    assert set(written["stages"]["rl"]["foreach"]) == {"grpo-vanilla", "grpo-kl", "grpo-par"}
+    assert (repo / "dvc.yaml").read_text() == before  # the install's file untouched
+    assert CliRunner().invoke(main, ["dvc-yaml", "--check"]).exit_code == 0
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["dvc-yaml", "--repo", str(empty)])
+    assert res.exit_code != 0 and "has no params.yaml" in res.output
+    assert not (empty / "dvc.yaml").exists()
