@@ -23,6 +23,7 @@ PEERS = vanilla r2m kl early_stop par ensemble_mean ensemble_min ensemble_uwo wa
 results-peers: setup
 	.venv/bin/r2m results --seeds 0 1 2 3 4 --algos grpo --methods $(PEERS) --out results/peers
 	.venv/bin/r2m compare --results results/peers --method r2m
+	.venv/bin/r2m compare --results results/peers --method vanilla
 
 # the benchmark suite (README "What R2M costs"): RL step costs on tiny, then the orchestration's; JSON in
 # benchmarks/results/, tables printed. Nothing else should run on the machine meanwhile.

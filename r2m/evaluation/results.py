@@ -562,8 +562,10 @@ def frontier_grid(results: Mapping[str, Any], cols: int = 4) -> Figure:
         ax.set_axis_off()
     for ax in axes[::cols]:
         ax.set_ylabel("gold score")
-    for ax in axes[-cols:]:
-        ax.set_xlabel("sqrt(KL to reference)")
+    for i, ax in enumerate(axes[: len(others)]):
+        if i + cols >= len(others):  # the lowest panel of its column: the x axis is labelled there
+            ax.set_xlabel("sqrt(KL to reference)")
+            ax.tick_params(labelbottom=True)
     window = results["protocol"]["smooth_steps"]
     fig.suptitle(
         f"Gold vs sqrt(KL), each method against {baseline} (grey) and best-of-n (dashed): mean over seeds of "
