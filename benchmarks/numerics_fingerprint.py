@@ -25,6 +25,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from r2m.config import load_config  # noqa: E402
+from r2m.models.builders import build_tiny_policy  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
 
 def digest(*tensors: Tensor) -> str:
     """sha256 (16 hex digits) of the tensors' bytes."""
@@ -42,24 +47,19 @@ def _x(*shape: int, seed: int = 0) -> Tensor:
     return torch.randn(*shape, generator=_gen(seed))
 
 
-def _tiny_model():
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+CFG = load_config(REPO / "params.yaml")
+VOCAB = CFG.tokenizer.vocab_size  # the BPE vocabulary the pipeline trains (random token ids below it)
 
+
+def _tiny_model():
+    """The pipeline's own tiny policy (``build_tiny_policy`` with params.yaml's ``policy`` sizes), seeded."""
     torch.manual_seed(0)
-    cfg = GPTNeoXConfig(
-        vocab_size=1024,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=512,
-        max_position_embeddings=320,
-    )
-    return GPTNeoXForCausalLM(cfg)
+    return build_tiny_policy(CFG.policy, VOCAB, eos_id=0, pad_id=1)
 
 
 def _train(steps: int) -> Tensor:
     m = _tiny_model()
-    x = torch.randint(0, 1024, (16, 48), generator=_gen(1))
+    x = torch.randint(0, VOCAB, (16, 48), generator=_gen(1))
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     for _ in range(steps):
         m(x, labels=x).loss.backward()
@@ -70,7 +70,7 @@ def _train(steps: int) -> Tensor:
 
 def _grads() -> Tensor:
     m = _tiny_model()
-    x = torch.randint(0, 1024, (16, 48), generator=_gen(1))
+    x = torch.randint(0, VOCAB, (16, 48), generator=_gen(1))
     m(x, labels=x).loss.backward()
     return torch.cat([p.grad.flatten() for p in m.parameters()])
 
@@ -99,7 +99,7 @@ OPS: dict[str, Callable[[], Tensor]] = {
     ),
     "sum 1e5": lambda: _x(100_000).sum(),
     "multinomial": _sample,
-    "model forward": lambda: _tiny_model()(torch.randint(0, 1024, (16, 48), generator=_gen(1))).logits,
+    "model forward": lambda: _tiny_model()(torch.randint(0, VOCAB, (16, 48), generator=_gen(1))).logits,
     "model gradients": _grads,
     "1 AdamW step": lambda: _train(1),
     "20 AdamW steps": lambda: _train(20),
@@ -108,14 +108,15 @@ OPS: dict[str, Callable[[], Tensor]] = {
 
 def cpu_id() -> str:
     """The CPU's model name with its family and model numbers (``AMD EPYC`` alone names several generations)."""
-    fields = {}
+    fields: dict[str, str] = {}
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
             key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return " ".join([cpu_model(), *(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)])
+    name = fields.get("model name") or cpu_model()  # cpu_model: the same field, or the platform's name without it
+    return " ".join([name, *(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)])
 
 
 def fingerprint() -> dict[str, str]:

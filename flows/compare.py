@@ -5,9 +5,9 @@
 ``r2m results`` pairs every method with vanilla; a reader choosing among peers wants the method of interest against
 each of them. Per (algo, other method, metric): the mean of ``method - other`` over the seeds both have, its 95%
 Student-t CI, the paired t-test's p-value and two verdicts: the per-comparison one (the CI) and one after Holm's
-correction over every comparison in the table (a table of 9 peers x 6 metrics makes 54 tests: at 95% each, about 3
-"differences" would appear by chance alone). Writes ``compare-<method>.md`` and ``.json`` beside ``results.json``
-and prints the markdown. Reads only ``results.json``: nothing reruns.
+correction over every comparison in the table (10 other methods x the 7 default metrics make 70 tests: at 95% each,
+about 3 or 4 "differences" would appear by chance alone). Writes ``compare-<method>.md`` and ``.json`` beside
+``results.json`` and prints the markdown. Reads only ``results.json``: nothing reruns.
 """
 
 from __future__ import annotations

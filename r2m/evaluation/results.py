@@ -544,7 +544,7 @@ def frontier_grid(results: Mapping[str, Any], cols: int = 4) -> Figure:
     others = [c for c in curves if c["method"] != baseline]
     rows = max(1, math.ceil(len(others) / cols))
     fig = Figure(figsize=(3.4 * cols, 2.9 * rows))
-    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     bon = results.get("best_of_n")
     for ax, c in zip(axes, others, strict=False):
         ref = base.get(c["algo"])
