@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` (set-up + the default experiment) and `make test` (set-up + tests).
 # `make repro`: the same experiment through DVC (`dvc repro`, with the venv's python on PATH for the stage commands).
-.PHONY: setup run run-smol repro results results-peers bench test lint dvc-yaml
+.PHONY: setup run run-smol run-smol-tldr repro results results-peers bench test lint dvc-yaml
 
 setup:
 	bash scripts/bootstrap.sh
@@ -10,6 +10,10 @@ run: setup
 
 run-smol: setup
 	.venv/bin/r2m run --profile smol
+
+# real data: the shipped TL;DR sample on SmolLM2, judged by SmolLM2 (its own working directory)
+run-smol-tldr: setup
+	.venv/bin/r2m run --profile smol-tldr --workdir runs/smol-tldr
 
 repro: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro

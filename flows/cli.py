@@ -39,19 +39,41 @@ def _common(f):
 @click.option("--method", "methods", multiple=True, help="RL method(s) to run (default: params)")
 @click.option("--algo", "algos", multiple=True, help="grpo and/or rloo (default: params)")
 @click.option("--no-mlflow", is_flag=True, help="skip MLflow tracking and registration")
-def run(profile, params, overrides, workdir, methods, algos, no_mlflow) -> None:
-    """Run the whole pipeline as a Prefect flow."""
-    from flows.pipeline import pipeline
-
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="only check: load the config, resolve every stage and its inputs, and check the models' and the R2M "
+    "head's shapes on stand-ins built from configs/models/ (no download, no GPU); runs and writes nothing",
+)
+def run(profile, params, overrides, workdir, methods, algos, no_mlflow, dry_run) -> None:
+    """Run the whole pipeline as a Prefect flow (``--dry-run``: check it without running anything)."""
     ov = list(overrides)
     if methods:
         ov.append(f"rl.methods={json.dumps(list(methods))}")
     if algos:
         ov.append(f"rl.algos={json.dumps(list(algos))}")
+    if dry_run:
+        _dry_run(params, profile, ov, workdir)
+        return
+    from flows.pipeline import pipeline
+
     result = pipeline(profile=profile, overrides=ov, params=params, workdir=workdir, mlflow=not no_mlflow)
     click.echo(result["table"])
     click.echo(f"Timings (wall clock; kept apart from the reproducible outputs, in {workdir}/timings/):")
     click.echo(result["timings"])
+
+
+def _dry_run(params: str, profile: str | None, overrides: list[str], workdir: str) -> None:
+    """Print the dry-run report; a bad config is one line on stderr and exit status 2."""
+    from flows.dry_run import dry_run_command
+    from r2m.config import ConfigError
+
+    try:
+        report = dry_run_command(params, profile, overrides, workdir)
+    except ConfigError as e:
+        click.echo(f"error: dry run: {e}", err=True)
+        sys.exit(2)
+    click.echo(report["table"])
 
 
 @main.command()
@@ -73,14 +95,22 @@ def timings(profile, params, overrides, workdir) -> None:
 @click.option("--algo", default=None, help="matrix stages (rl, evaluate): the RL algorithm")
 @click.option("--method", default=None, help="matrix stages (rl, evaluate): the method")
 @click.option("--no-mlflow", is_flag=True)
-def stage(name, profile, params, overrides, workdir, algo, method, no_mlflow) -> None:
-    """Run one stage (what ``dvc repro`` runs), without Prefect."""
+@click.option("--debug", is_flag=True, help="on bad input, show the traceback too")
+def stage(name, profile, params, overrides, workdir, algo, method, no_mlflow, debug) -> None:
+    """Run one stage (what ``dvc repro`` runs), without Prefect. Bad input (config, data files) is one line on
+    stderr and exit status 2."""
     from r2m.config import load_config
-    from tasks.common import dvc_pipeline_id, run_stage
+    from tasks.common import USER_ERRORS, dvc_pipeline_id, run_stage
 
-    cfg = load_config(params, profile=profile, overrides=list(overrides))
-    run = f"{algo or cfg.rl.algos[0]}-{method or cfg.rl.methods[0]}" if stages.get(name).matrix else None
-    run_stage(name, cfg, workdir, dvc_pipeline_id(cfg), mlflow=not no_mlflow, run=run)
+    try:
+        cfg = load_config(params, profile=profile, overrides=list(overrides))
+        run = f"{algo or cfg.rl.algos[0]}-{method or cfg.rl.methods[0]}" if stages.get(name).matrix else None
+        run_stage(name, cfg, workdir, dvc_pipeline_id(cfg), mlflow=not no_mlflow, run=run)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        click.echo(f"error: {name}: {e}", err=True)
+        sys.exit(2)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

@@ -31,6 +31,12 @@ METHODS: tuple[str, ...] = tuple(METHOD_TABLE)  # the methods registry, r2m.rl.m
 JUDGES: tuple[str, ...] = ("gold", "openai", "local")
 PROMPT_FORMATS: tuple[str, ...] = ("plain", "chat")  # = r2m.prompts.PROMPT_FORMATS (which imports this module)
 LOCAL_ANSWER_MODES: tuple[str, ...] = ("generate", "forced", "direct")  # = r2m.judges.local.ANSWER_MODES (torch)
+VLLM_MODES: tuple[str, ...] = ("colocate", "server")  # TRL's vllm_mode
+# The real datasets of r2m.data.loaders (= its LOADERS; checked by tests/unit/test_config.py): pair sources hold
+# prompt / chosen / rejected rows, completion sources prompt / completion rows.
+PAIR_SOURCES: tuple[str, ...] = ("summarize_from_feedback", "ultrafeedback", "preference", "hh_rlhf")
+COMPLETION_SOURCES: tuple[str, ...] = ("tldr",)
+DATA_SOURCES: tuple[str, ...] = ("synthetic", *COMPLETION_SOURCES, *PAIR_SOURCES)
 
 
 class ConfigError(ValueError):
@@ -71,11 +77,46 @@ class DataConfig:
     source: str = field(
         default="synthetic",
         metadata={
-            "help": "Where the task comes from. The prepare stage builds only 'synthetic' (the embedded forum-post "
-            "summarisation task with its gold judge, generated from `seed`, no download) and stops with an error "
-            "on any other value; real datasets (tldr, summarize_from_feedback, ultrafeedback_binarized) are read "
-            "by r2m.data.loaders."
+            "help": "Where the task comes from: 'synthetic' (the embedded forum-post summarisation task with its "
+            "gold judge, generated from `seed`, no download) or a real dataset read from `data.path`: 'tldr' "
+            "(prompt / completion rows, trl-lib/tldr), 'summarize_from_feedback' (OpenAI's comparisons), "
+            "'ultrafeedback' (HuggingFaceH4/ultrafeedback_binarized), 'preference' (TRL's flat prompt / chosen / "
+            "rejected) or 'hh_rlhf' (Anthropic's chosen / rejected transcripts). Real sources have no gold judge: "
+            "their win rates come from `judge` (local or openai).",
+            "choices": DATA_SOURCES,
         },
+    )
+    path: str = field(
+        default="",
+        metadata={
+            "help": "The dataset of a real `data.source`: a local .jsonl / .json / .parquet file, a directory "
+            "(save_to_disk or data files), a hub id (needs a local Hugging Face cache: runs are offline) or "
+            "'sample:<name>' for a sample shipped in r2m/data/samples/. A relative path is relative to the working "
+            "directory. Must be '' for synthetic.",
+        },
+    )
+    split: str = field(
+        default="",
+        metadata={
+            "help": "The split of a hub dataset or of a save_to_disk DatasetDict; '' = the source's default "
+            "(train; ultrafeedback: train_prefs). A single file has one split and ignores it."
+        },
+    )
+    pairs_source: str = field(
+        default="",
+        metadata={
+            "help": "Where the reward models' preference pairs come from, when not from `data.source` itself: "
+            "one of the pair sources (summarize_from_feedback, ultrafeedback, preference, hh_rlhf), read from "
+            "`data.pairs_path`. '' = data.source's own pairs (synthetic: sampled from the SFT policy and labelled "
+            "by the gold judge). Needed for 'tldr', whose rows are not pairs.",
+            "choices": ("", *PAIR_SOURCES),
+        },
+    )
+    pairs_path: str = field(
+        default="", metadata={"help": "The dataset of `data.pairs_source` (as `data.path`); '' without one."}
+    )
+    pairs_split: str = field(
+        default="", metadata={"help": "The split of `data.pairs_path` (as `data.split`); '' = the source's default."}
     )
     n_sft: int = field(
         default=3000, metadata={"help": "Posts in the SFT split, one (prompt, reference summary) example each."}
@@ -249,6 +290,16 @@ class RewardModelConfig:
             "train only the head on embeddings computed once and cached (cheap for a large trunk; the smol recipe)."
         },
     )
+    pretrained_head: bool = field(
+        default=False,
+        metadata={
+            "help": "true: `reward_model.trunk` is a trained reward model (a *ForSequenceClassification checkpoint "
+            "with one label, e.g. Skywork-Reward-V2 or cleanrl's TL;DR RM) and phi starts as its own score head "
+            "instead of a fresh linear head; with reward_model.epochs 0 it is used as is (the paper's setting). "
+            "Needs a hub id or directory as the trunk, not 'sft'. The RM reads the plain prompt + response (no "
+            "chat template)."
+        },
+    )
     epochs: int = field(default=2, metadata={"help": "Passes over the RM-train pairs."})
     batch_size: int = field(default=16, metadata={"help": "Preference pairs per optimiser step."})
     lr: float = field(
@@ -305,7 +356,11 @@ class RLConfig:
     )
     prompts_per_step: int = field(
         default=6,
-        metadata={"help": "Prompts per optimiser step; the batch is prompts_per_step x num_generations completions."},
+        metadata={
+            "help": "Prompts per optimiser step and per process; the batch is prompts_per_step x num_generations "
+            "completions. Under `accelerate launch` each of the N processes draws its own prompts_per_step, so a "
+            "step uses N x prompts_per_step prompts (docs/scale-out.md): set P / N to match a one-process run of P."
+        },
     )
     num_generations: int = field(
         default=4,
@@ -361,6 +416,59 @@ class RLConfig:
             "The monitor is the only part of our step that plain TRL does not run: on tiny, 4 rollouts every step "
             "cost 4% of it (benchmarks/rl_cost.py). Windowed summaries (KL at the gold peak, final KL) average the "
             "measured steps inside their window of steps."
+        },
+    )
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Generate the rollouts with vLLM instead of the policy's generate (TRL's use_vllm; needs CUDA "
+            "and the vllm package). The policy feedback R2M reads is then recomputed by one backbone forward of "
+            "the policy per rollout batch (timed as policy_feedback_forward_s). Part of the resume fingerprint, "
+            "with the vllm_* keys below except the server's address, only when true (docs/scale-out.md)."
+        },
+    )
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={
+            "help": "TRL's vllm_mode: 'colocate' (a vLLM engine inside each training process, sharing its GPU) or "
+            "'server' (a separate `trl vllm-serve` process or machine).",
+            "choices": VLLM_MODES,
+        },
+    )
+    vllm_server_base_url: str = field(
+        default="",
+        metadata={
+            "help": "Server mode: the vLLM server's base URL (e.g. http://10.0.0.2:8000); '' = use "
+            "vllm_server_host and vllm_server_port (TRL's vllm_server_base_url None)."
+        },
+    )
+    vllm_server_host: str = field(
+        default="0.0.0.0",
+        metadata={"help": "Server mode: the vLLM server's host, when vllm_server_base_url is ''."},
+    )
+    vllm_server_port: int = field(
+        default=8000,
+        metadata={"help": "Server mode: the vLLM server's port (1 to 65535), when vllm_server_base_url is ''."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata={
+            "help": "Colocate mode: the share of each GPU's memory the vLLM engine may take, in (0, 1] (the "
+            "server takes its own --gpu-memory-utilization)."
+        },
+    )
+    vllm_tensor_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "Colocate mode: tensor-parallel size of the vLLM engine (>= 1; it must divide the number of "
+            "processes); the server takes its own --tensor-parallel-size."
+        },
+    )
+    vllm_enable_sleep_mode: bool = field(
+        default=False,
+        metadata={
+            "help": "Colocate mode: offload the vLLM engine's weights and cache during the optimiser step and "
+            "wake it for generation (saves GPU memory, costs time)."
         },
     )
 
@@ -598,7 +706,8 @@ class EvalConfig:
 
 @dataclass
 class JudgeConfig:
-    """The pairwise judge of ``r2m judge`` / ``r2m evaluate`` (the pipeline's evaluate stage always uses gold).
+    """The pairwise judge of ``r2m judge`` / ``r2m evaluate``, and of the evaluate stage on a real dataset (on the
+    synthetic task the evaluate stage uses its gold judge).
 
     The API key is never configured: only the *name* of the environment variable that holds it.
     """
@@ -864,6 +973,7 @@ class Config:
             raise ConfigError(f"rl.monitor_sample must be >= 0 (0 = all rollouts), got {self.rl.monitor_sample}")
         if self.rl.monitor_every < 1:
             raise ConfigError(f"rl.monitor_every must be >= 1 (1 = every step), got {self.rl.monitor_every}")
+        self._validate_vllm()
         if not 0.0 <= self.r2m.alpha <= 1.0:
             raise ConfigError(f"r2m.alpha must be in [0, 1], got {self.r2m.alpha}")
         if not 0.0 <= self.preferences.label_noise < 0.5:
@@ -875,6 +985,12 @@ class Config:
             raise ConfigError(f"best_of_n.n_max must be a power of 2 and >= 2, got {n}")
         if self.judge.kind not in JUDGES:
             raise ConfigError(f"judge.kind must be one of {', '.join(JUDGES)}, got {self.judge.kind!r}")
+        self._validate_data()
+        if self.reward_model.pretrained_head and self.reward_model.trunk == "sft":
+            raise ConfigError(
+                "reward_model.pretrained_head needs reward_model.trunk to name a trained reward model (a hub id or "
+                "directory with its own score head), not 'sft'"
+            )
         a = self.analysis
         if a.n_pairs < 2 or a.batch_size < 1 or a.n_permutations < 0:
             raise ConfigError(
@@ -886,6 +1002,52 @@ class Config:
                 f"judge.local_answer must be one of {', '.join(LOCAL_ANSWER_MODES)}, got {self.judge.local_answer!r}"
             )
         return self
+
+    def _validate_vllm(self) -> None:
+        """``rl.vllm_*``: TRL's vLLM options have values TRL accepts."""
+        rl = self.rl
+        if rl.vllm_mode not in VLLM_MODES:
+            raise ConfigError(f"rl.vllm_mode must be one of {', '.join(VLLM_MODES)}, got {rl.vllm_mode!r}")
+        if not 1 <= rl.vllm_server_port <= 65535:
+            raise ConfigError(f"rl.vllm_server_port must be in [1, 65535], got {rl.vllm_server_port}")
+        if not 0.0 < rl.vllm_gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"rl.vllm_gpu_memory_utilization must be in (0, 1], got {rl.vllm_gpu_memory_utilization}")
+        if rl.vllm_tensor_parallel_size < 1:
+            raise ConfigError(f"rl.vllm_tensor_parallel_size must be >= 1, got {rl.vllm_tensor_parallel_size}")
+        url = rl.vllm_server_base_url.strip()
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"rl.vllm_server_base_url must be '' or an http(s):// URL, got {url!r}")
+
+    def _validate_data(self) -> None:
+        """``data.source`` / ``path`` / ``pairs_*`` are consistent, and a real source has an LLM judge."""
+        d = self.data
+        if d.source not in DATA_SOURCES:
+            raise ConfigError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {d.source!r}")
+        if d.pairs_source and d.pairs_source not in PAIR_SOURCES:
+            raise ConfigError(
+                f"data.pairs_source must be one of {', '.join(PAIR_SOURCES)} or '', got {d.pairs_source!r}"
+            )
+        if d.source == "synthetic":
+            extra = [k for k in ("path", "split", "pairs_source", "pairs_path", "pairs_split") if getattr(d, k)]
+            if extra:
+                raise ConfigError(
+                    f"data.source=synthetic reads no dataset: data.{extra[0]} must be '' (set data.source)"
+                )
+            return
+        if not d.path.strip():
+            raise ConfigError(f"data.source={d.source} needs data.path (a local file or directory, or a hub id)")
+        if d.source in COMPLETION_SOURCES and not d.pairs_source:
+            raise ConfigError(
+                f"data.source={d.source} has no preference pairs for the reward models: set data.pairs_source "
+                f"({', '.join(PAIR_SOURCES)}) and data.pairs_path"
+            )
+        if bool(d.pairs_source) != bool(d.pairs_path.strip()):
+            raise ConfigError("data.pairs_source and data.pairs_path go together: set both or neither")
+        if self.judge.kind == "gold":
+            raise ConfigError(
+                f"data.source={d.source} has no gold judge (only the synthetic task has one): set judge.kind to "
+                "local or openai"
+            )
 
 
 def _type_name(tp: Any) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from r2m.config import Config, RewardModelConfig
 from r2m.models.reward_model import RewardModel
@@ -20,11 +20,28 @@ def load_trunk(cfg: Config, paths: Paths, seed: int | None = None) -> RewardMode
     initialised from ``seed`` (default ``cfg.seed``)."""
     src = str(paths.sft) if cfg.reward_model.trunk == "sft" else cfg.reward_model.trunk
     torch.manual_seed(cfg.seed if seed is None else seed)
-    trunk = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if cfg.reward_model.pretrained_head:
+        trunk, head = pretrained_reward_model(src)
+        return RewardModel(trunk, tok, head)
+    trunk = AutoModel.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
     return RewardModel(trunk, tok)
+
+
+def pretrained_reward_model(src: str) -> tuple[torch.nn.Module, torch.nn.Linear]:
+    """A trained reward model (``*ForSequenceClassification``, one label) as ``(trunk, phi)``: its transformer and
+    its own score head, as a ``Linear(D_rm, 1)`` (a head without a bias gets a zero bias: the same scores)."""
+    model = AutoModelForSequenceClassification.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
+    score = getattr(model, "score", None) or getattr(model, "classifier", None)
+    if not isinstance(score, torch.nn.Linear) or score.out_features != 1:
+        raise ValueError(f"{src}: reward_model.pretrained_head needs a one-label score head (a Linear to 1 output)")
+    head = torch.nn.Linear(score.in_features, 1)
+    with torch.no_grad():
+        head.weight.copy_(score.weight)
+        head.bias.copy_(score.bias if score.bias is not None else torch.zeros(1))
+    return model.base_model, head
 
 
 def _texts(rows: Sequence[dict], key: str) -> list[str]:

@@ -4,8 +4,9 @@ On the first ``best_of_n.n_prompts`` eval prompts, ``best_of_n.n_max`` samples e
 proxy RM (``models/rm``), the held-out RM and gold. For n = 1, 2, 4, ..., n_max: gold, proxy and held-out reward of
 the proxy's pick, exactly averaged over n-subsets, against sqrt(KL_bon) (``r2m.evaluation.best_of_n``). Gold must
 rise with n at first, or the proxy carries no true signal and RL against it means nothing (a warning, and the
-verdict in the metrics). Writes ``metrics/best_of_n.json``, ``metrics/best_of_n.csv`` (the DVC plot) and
-``plots/best_of_n.png``.
+verdict in the metrics). A real dataset has no gold judge: the held-out RM (other pairs, other seed) stands in for
+it, and ``gold_from`` in the metrics says so. Writes ``metrics/best_of_n.json``, ``metrics/best_of_n.csv`` (the DVC
+plot) and ``plots/best_of_n.png``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from r2m.config import Config
 from r2m.data.io import PROMPT_SCHEMA, read_jsonl, write_json
+from r2m.data.rows import gold_key
 from r2m.evaluation.best_of_n import best_of_n_report, plot_best_of_n
 from r2m.generation import generate
 from r2m.judges.gold import load_gold
@@ -47,8 +49,6 @@ def best_of_n(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> 
     paths = Paths.of(cfg, workdir)
     n_max, ml = cfg.best_of_n.n_max, cfg.reward_model.max_length
     _, gold_fn = load_gold(paths)
-    if gold_fn is None:
-        raise ValueError(f"best_of_n needs the embedded task's gold judge ({paths.data / 'posts.jsonl'} is missing)")
     rows = read_jsonl(paths.data / "eval_prompts.jsonl", PROMPT_SCHEMA)[: cfg.best_of_n.n_prompts]
     if len(rows) < 2:
         raise ValueError(f"{paths.data / 'eval_prompts.jsonl'}: {len(rows)} prompts; best_of_n needs at least 2")
@@ -73,10 +73,15 @@ def best_of_n(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> 
     shape = (len(rows), n_max)
     proxy = RewardModel.load(paths.rm).score_texts(texts, max_length=ml).numpy().reshape(shape)
     heldout = RewardModel.load(paths.rm_heldout).score_texts(texts, max_length=ml).numpy().reshape(shape)
-    gold = np.array(gold_fn([r["post_id"] for r in rows for _ in range(n_max)], completions)).reshape(shape)
+    if gold_fn is not None:
+        gold = np.array(gold_fn([gold_key(r) for r in rows for _ in range(n_max)], completions)).reshape(shape)
+    else:
+        gold = heldout
     t2 = time.perf_counter()
 
     metrics = best_of_n_report(proxy, gold, heldout)
+    if gold_fn is None:
+        metrics["gold_from"] = "rm_heldout (a real dataset has no gold judge)"
     if not metrics["gold_rises"]:
         log.warning("best_of_n: %s", metrics["verdict"])
     else:

@@ -14,13 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from r2m.config import Config, ConfigError, load_config
-from r2m.data.io import DataValidationError, write_json
+from r2m.data.io import DatasetError, DataValidationError, write_json
 from r2m.env import numerics_info, set_offline_env
 from r2m.paths import Paths  # noqa: F401  (re-exported until every caller imports r2m.paths)
 from tasks import stages
 
 set_offline_env()
 log = logging.getLogger("r2m")
+# bad input a user can fix: printed as one line (no traceback unless --debug), exit status 2
+USER_ERRORS = (ConfigError, DataValidationError, DatasetError)
 # the stages show their own progress bars; silence transformers' per-shard bars and deprecation chatter
 warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 try:
@@ -99,6 +101,10 @@ def run_stage(
     function as they are (e.g. ``progress=False``).
     """
     stage = stages.get(name)
+    from r2m.distributed import launched_rank
+
+    follower = launched_rank() != 0  # a rank of `accelerate launch` other than the main one: it writes nothing shared
+    mlflow = mlflow and not follower
     if stage.needs_mlflow and not mlflow:
         raise ValueError(f"the {name} stage needs MLflow (it writes to the model registry)")
     matrix = stage.matrix_kwargs(run)
@@ -110,7 +116,8 @@ def run_stage(
     t0 = time.perf_counter()
     if not mlflow:
         result = fn(view, workdir, **matrix, **kwargs)
-        write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
+        if not follower:
+            write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
         return result
     from r2m import tracking
 
@@ -146,6 +153,7 @@ def stage_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--workdir", default=".")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log this stage to MLflow")
+    ap.add_argument("--debug", action="store_true", help="on bad input, show the traceback too")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stage = stages.get(a.stage)
@@ -161,5 +169,8 @@ def stage_main(argv: list[str] | None = None) -> None:
             if stale:
                 raise ConfigError(stale)
         run_stage(a.stage, cfg, a.workdir, dvc_pipeline_id(cfg), mlflow=not a.no_mlflow, run=run)
-    except (ConfigError, DataValidationError) as e:  # bad input: one line naming the file/key, no traceback
-        sys.exit(f"error: {a.stage}: {e}")
+    except USER_ERRORS as e:  # bad input: one line naming the file/key, no traceback
+        if a.debug:
+            raise
+        print(f"error: {a.stage}: {e}", file=sys.stderr)
+        sys.exit(2)

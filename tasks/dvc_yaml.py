@@ -38,12 +38,26 @@ def run_inputs(method: str) -> str:
     return get(needs[0]).outs[0].path if needs else "models/rm"
 
 
+def data_deps(cfg: Config) -> list[str]:
+    """The local files a real ``data.source`` is read from (``data.path``, ``data.pairs_path``; a shipped
+    ``sample:<name>`` as its file under r2m/data/samples/): deps of the prepare stage. Hub ids are not files."""
+    from r2m.data.real import SAMPLE_PREFIX, SAMPLES
+
+    out = []
+    for path in (cfg.data.path, cfg.data.pairs_path):
+        if path.startswith(SAMPLE_PREFIX):
+            out.append((SAMPLES / path[len(SAMPLE_PREFIX) :]).relative_to(ROOT).as_posix())
+        elif path and (Path(path).is_absolute() or (ROOT / path).exists()):
+            out.append(path)
+    return out
+
+
 def stage_entry(stage: Stage, cfg: Config) -> dict[str, Any]:
     """The ``stages.<name>`` mapping of ``dvc.yaml`` for one stage; a matrix stage is a ``foreach`` over the runs
     of ``cfg`` (``rl@<algo>-<method>``, as DVC names the items)."""
     entry: dict[str, Any] = {}
     cmd = f"python -m tasks {stage.name}"
-    deps = [*(_sub(d) for d in stage.deps)]
+    deps = [*(_sub(d) for d in stage.deps), *(data_deps(cfg) if stage.name == "prepare" else [])]
     if stage.matrix:
         entry["foreach"] = {
             run: {"algo": a, "method": m, "inputs": run_inputs(m)}

@@ -2,11 +2,15 @@
 
 - every round's policy (greedy eval generations) scored by the proxy (the frozen vanilla RM), the held-out RM and
   gold; four checkpoint choices (:mod:`r2m.evaluation.checkpoints`): final, best by proxy, best by held-out RM,
-  gold-oracle best; for each, the win rate vs the reference summaries and vs the SFT policy (gold judge, both
-  orders, bootstrap 95% CI, length-controlled win rate);
-- reward-model accuracy on the static RM-test pairs and on pairs sampled from the final policy labelled by the gold
+  gold-oracle best; for each, the win rate vs the reference summaries and vs the SFT policy (both orders,
+  bootstrap 95% CI, length-controlled win rate);
+- reward-model accuracy on the static RM-test pairs and on pairs sampled from the final policy labelled by the
   judge (strict: ties are wrong), with calibration;
 - gold score / length / repetition of the final policy's generations.
+
+The judge is the gold judge when the task has one (the synthetic task); a real dataset has none, so its win rates
+and policy-pair labels come from the configured LLM judge (``judge.kind``: local or openai) and there are no gold
+scores (no gold-oracle checkpoint). ``judge`` in the metrics names the judge behind every win rate and label.
 Writes ``metrics/eval/<run>.json`` and ``metrics/eval/<run>_generations.jsonl``.
 """
 
@@ -16,12 +20,14 @@ from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json, write_jsonl
+from r2m.data.rows import generation_rows, gold_key
 from r2m.evaluation.accuracy import pair_accuracy
 from r2m.evaluation.checkpoints import choose, round_dirs, window_mean
 from r2m.evaluation.compare import compare
 from r2m.evaluation.generations import eval_generations
 from r2m.evaluation.policy_pairs import policy_pairs, run_reward
 from r2m.evaluation.text_stats import batch_stats
+from r2m.judges.factory import build_judge, judge_label
 from r2m.judges.gold import gold_judge, load_gold
 from r2m.models.builders import load_causal_lm
 from r2m.models.reward_model import RewardModel
@@ -46,7 +52,8 @@ def checkpoint_table(
     proxy_rm: RewardModel,
     final_gens: list[str] | None = None,
 ) -> dict:
-    """Every round scored by proxy / held-out / gold (``gold_fn``), the four checkpoint choices with their win rates.
+    """Every round scored by proxy / held-out / gold (``gold_fn``; None: no gold scores), the checkpoint choices with
+    their win rates (``judge``).
 
     ``final_gens``: the final policy's eval generations, reused for the round ``final/`` is a copy of (greedy, so
     the same text) instead of generating them again."""
@@ -63,13 +70,10 @@ def checkpoint_table(
         else:
             model, tok = load_causal_lm(d / "policy")
             gens = eval_generations(model, tok, rows, cfg)
-        gold = gold_fn([r["post_id"] for r in rows], gens)
-        entry = {
-            "round": k,
-            "step": step,
-            "proxy": _frozen_score(proxy_rm, rows, gens, ml),
-            "gold": sum(gold) / len(gold),
-        }
+        entry = {"round": k, "step": step, "proxy": _frozen_score(proxy_rm, rows, gens, ml)}
+        if gold_fn is not None:
+            gold = gold_fn([gold_key(r) for r in rows], gens)
+            entry["gold"] = sum(gold) / len(gold)
         if heldout_rm is not None:
             entry["heldout"] = _frozen_score(heldout_rm, rows, gens, ml)
         for key, name in (("kl_to_ref", "train_kl"), ("gold_score", "train_gold")):
@@ -106,6 +110,9 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
     metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}
     posts, gold_fn = load_gold(paths)
+    judge = gold_judge(posts, gold_fn) if gold_fn is not None else build_judge(cfg, paths)
+    if gold_fn is None:  # no "judge" key: the gold judge (the synthetic task's files keep their bytes)
+        metrics["judge"] = judge_label(cfg)
     score = run_reward(cfg, paths, paths.rl_run(run) / "final", model, tok)
     test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
     metrics["rm_test"] = pair_accuracy(score, test)
@@ -113,22 +120,18 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     metrics["policy_train_reward_mean"] = sum(own) / len(own)
     proxy_rm = RewardModel.load(paths.rm)
     metrics["policy_proxy_mean"] = _frozen_score(proxy_rm, rows, gens, cfg.reward_model.max_length)
+    refs = [" " + r["reference"] for r in rows]
+    metrics["vs_reference"] = compare(judge, rows, gens, refs, "ref", progress=False)[0]
+    metrics["vs_sft"] = compare(judge, rows, gens, [sft_gens[r["id"]] for r in rows], "sft", progress=False)[0]
     if gold_fn is not None:
-        judge = gold_judge(posts, gold_fn)
-        refs = [" " + r["reference"] for r in rows]
-        metrics["vs_reference"] = compare(judge, rows, gens, refs, "ref", progress=False)[0]
-        metrics["vs_sft"] = compare(judge, rows, gens, [sft_gens[r["id"]] for r in rows], "sft", progress=False)[0]
-        gold = gold_fn([r["post_id"] for r in rows], gens)
+        gold = gold_fn([gold_key(r) for r in rows], gens)
         metrics["policy_gold_mean"] = sum(gold) / len(gold)
-        pairs = policy_pairs(model, tok, rows, judge, cfg)
-        if pairs:
-            metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
-        sft = [sft_gens[r["id"]] for r in rows]
-        metrics.update(checkpoint_table(cfg, paths, run, rows, judge, gold_fn, sft, proxy_rm, final_gens=gens))
+    pairs = policy_pairs(model, tok, rows, judge, cfg)
+    if pairs:
+        metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
+    sft = [sft_gens[r["id"]] for r in rows]
+    metrics.update(checkpoint_table(cfg, paths, run, rows, judge, gold_fn, sft, proxy_rm, final_gens=gens))
     out = paths.metrics / "eval"
-    write_jsonl(
-        out / f"{run}_generations.jsonl",
-        ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(rows, gens, strict=True)),
-    )
+    write_jsonl(out / f"{run}_generations.jsonl", generation_rows(rows, gens))
     write_json(out / f"{run}.json", metrics)
     return {"metrics": metrics}

@@ -5,6 +5,9 @@ ordered by the gold judge. Train and held-out labels are flipped with probabilit
 drawn with different seeds); test labels are the gold ordering itself, so RM accuracy is measured against the truth.
 A share ``preferences.edit_fraction`` of train / held-out posts gives an edit pair of the reference instead.
 Writes ``metrics/preferences.json`` (pairs per split, ties dropped, label agreement, the length correlate).
+
+A real dataset's pairs (``chosen`` / ``rejected`` in ``rm_prompts.jsonl``, see the prepare stage) carry their human
+labels: they are passed on as they are, with no sampling, no gold judge and no label noise.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from r2m.config import Config
-from r2m.data.io import PROMPT_SCHEMA, read_jsonl, write_json, write_jsonl
+from r2m.data.io import PAIR_SCHEMA, PROMPT_SCHEMA, read_jsonl, write_json, write_jsonl
 from r2m.data.policy_pairs import mixed_pairs
 from r2m.data.preferences import pair_stats
 from r2m.generation import generate
@@ -23,19 +26,42 @@ from r2m.prompts import render_prompts
 
 SPLITS = ("rm_train", "rm_heldout", "rm_test")
 RM_PROMPT_SCHEMA = {**PROMPT_SCHEMA, "post_id": str, "split": str}
+REAL_PAIR_SCHEMA = {**PAIR_SCHEMA, "split": str}
+
+
+def _check_splits(path: Path, rows: list[dict]) -> None:
+    unknown = sorted({r["split"] for r in rows} - set(SPLITS))
+    if unknown:
+        raise ValueError(f"{path}: unknown split(s) {unknown} (field 'split'; valid {SPLITS})")
+
+
+def dataset_pairs(cfg: Config, paths: Paths) -> dict:
+    """A real dataset's pairs, split as the prepare stage assigned them (no labelling)."""
+    source = paths.data / "rm_prompts.jsonl"
+    rows = read_jsonl(source, REAL_PAIR_SCHEMA)
+    _check_splits(source, rows)
+    metrics: dict = {"labels": "dataset", "label_noise": None}
+    written = {}
+    for split in SPLITS:
+        pairs = [{k: v for k, v in r.items() if k != "split"} for r in rows if r["split"] == split]
+        if not pairs:
+            raise ValueError(f"{source}: no {split} pairs (data.n_{split} is 0?)")
+        written[split] = pairs
+        lc = [len(p["chosen"].split()) > len(p["rejected"].split()) for p in pairs]
+        metrics[split] = {"n": float(len(pairs)), "longer_chosen": sum(lc) / len(lc)}
+    for split, pairs in written.items():
+        write_jsonl(paths.data / f"{split}.jsonl", pairs)
+    write_json(paths.metrics / "preferences.json", metrics)
+    return {"metrics": metrics}
 
 
 def preferences(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     paths = Paths.of(cfg, workdir)
     posts, gold_fn = load_gold(paths)
     if gold_fn is None:
-        raise ValueError(f"{paths.data / 'posts.jsonl'}: not found; the preferences stage labels with the gold judge")
+        return dataset_pairs(cfg, paths)
     rows = read_jsonl(paths.data / "rm_prompts.jsonl", RM_PROMPT_SCHEMA)
-    unknown = sorted({r["split"] for r in rows} - set(SPLITS))
-    if unknown:
-        raise ValueError(
-            f"{paths.data / 'rm_prompts.jsonl'}: unknown split(s) {unknown} (field 'split'; valid {SPLITS})"
-        )
+    _check_splits(paths.data / "rm_prompts.jsonl", rows)
     model, tok = load_causal_lm(paths.sft)
     prompts = render_prompts(tok, [r["prompt"] for r in rows for _ in range(2)], cfg.policy)
     texts = generate(

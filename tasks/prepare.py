@@ -1,8 +1,13 @@
-"""Stage ``prepare``: the embedded forum-post summarisation task -> ``data/`` (DVC output).
+"""Stage ``prepare``: the task's splits -> ``data/`` (DVC output), the same files for every ``data.source``.
 
-Writes posts.jsonl (every post with its key facts, for the gold judge), sft.jsonl, rm_prompts.jsonl (the prompts of the
-reward models' pairs, with their split: rm_train / rm_heldout / rm_test; the ``preferences`` stage samples and labels
-them), rl_prompts.jsonl, eval_prompts.jsonl, and ``metrics/prepare.json``. Deterministic by ``seed``.
+Writes posts.jsonl, sft.jsonl, rm_prompts.jsonl (the prompts of the reward models' pairs, with their split: rm_train /
+rm_heldout / rm_test), rl_prompts.jsonl, eval_prompts.jsonl, and ``metrics/prepare.json``. Deterministic by ``seed``.
+
+- ``synthetic``: the embedded forum-post task; posts.jsonl holds every post with its key facts (the gold judge's),
+  and the ``preferences`` stage samples and gold-labels the RM prompts' pairs.
+- a real source (:mod:`r2m.data.real`): posts.jsonl holds every prompt row with its ``source`` (there is no gold
+  judge), and rm_prompts.jsonl carries the dataset's own pairs (``chosen`` / ``rejected``), which ``preferences``
+  passes on as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from r2m.config import Config
 from r2m.data.gold import GoldJudge
 from r2m.data.io import write_json, write_jsonl
 from r2m.data.task import format_completion, format_prompt, generate_posts
-from tasks.common import Paths
+from r2m.paths import Paths
 
 
 def prompt_row(post) -> dict:
@@ -21,12 +26,9 @@ def prompt_row(post) -> dict:
 
 
 def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
-    """Generate the splits (disjoint posts per split) and return their paths and counts."""
+    """Write the splits (disjoint prompts per split) and return their paths and counts."""
     if cfg.data.source != "synthetic":
-        raise NotImplementedError(
-            f"data.source={cfg.data.source!r}: the pipeline's prepare stage builds the embedded task only; "
-            "real datasets are read by r2m.data.loaders (tldr, summarize_from_feedback, ultrafeedback_binarized)"
-        )
+        return prepare_real(cfg, workdir)
     paths = Paths.of(cfg, workdir)
     d = cfg.data
     sizes = {
@@ -55,5 +57,54 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
         counts[name] = write_jsonl(out / f"{name}.jsonl", (prompt_row(p) for p in splits[name]))
     ref_gold = [judge.score(p, p.reference) for p in splits["eval_prompts"]]
     metrics = {"counts": counts, "reference_gold_mean": sum(ref_gold) / max(1, len(ref_gold))}
+    write_json(paths.metrics / "prepare.json", metrics)
+    return {"data": str(out), "metrics": metrics}
+
+
+def _load(kind: str, path: str, split: str, workdir: str | Path) -> tuple[list[dict], str]:
+    from r2m.data.loaders import load_named
+    from r2m.data.real import resolve_source
+
+    source = resolve_source(path, workdir)
+    return load_named(kind, source, split or None), path if not split else f"{path}[{split}]"
+
+
+def prepare_real(cfg: Config, workdir: str | Path = ".") -> dict:
+    """A real dataset (``data.source`` / ``path`` / ``split``, pairs from ``data.pairs_*`` when set) as the splits.
+    Everything is read and checked before a file is written, so a bad source leaves ``data/`` as it was."""
+    from r2m.data.real import real_task
+
+    d = cfg.data
+    rows, label = _load(d.source, d.path, d.split, workdir)
+    pair_rows, pair_label = (
+        _load(d.pairs_source, d.pairs_path, d.pairs_split, workdir) if d.pairs_source else (None, "")
+    )
+    task = real_task(d, rows, pair_rows, cfg.seed, (label, pair_label))
+    paths = Paths.of(cfg, workdir)
+    out = paths.data
+    prompt_rows = [*task.rl_prompts, *task.eval_prompts]
+    rm_rows = [{**r, "split": split} for split, pairs in task.pairs.items() for r in pairs]
+    items = (
+        {"id": r["id"], "prompt": r["prompt"], "reference": ref, "source": src}
+        for r, ref, src in (
+            *((r, r["completion"].strip(), d.source) for r in task.sft),
+            *((r, r["reference"], d.source) for r in prompt_rows),
+            *((r, r["chosen"].strip(), d.pairs_source or d.source) for r in rm_rows),
+        )
+    )
+    counts = {"posts": write_jsonl(out / "posts.jsonl", items)}
+    counts["sft"] = write_jsonl(out / "sft.jsonl", task.sft)
+    counts["rm_prompts"] = write_jsonl(out / "rm_prompts.jsonl", rm_rows)
+    counts["rl_prompts"] = write_jsonl(out / "rl_prompts.jsonl", task.rl_prompts)
+    counts["eval_prompts"] = write_jsonl(out / "eval_prompts.jsonl", task.eval_prompts)
+    metrics = {
+        "counts": counts,
+        "source": {
+            "kind": d.source,
+            "path": label,
+            **({"pairs_kind": d.pairs_source, "pairs_path": pair_label} if d.pairs_source else {}),
+        },
+        **task.info,
+    }
     write_json(paths.metrics / "prepare.json", metrics)
     return {"data": str(out), "metrics": metrics}

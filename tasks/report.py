@@ -46,7 +46,9 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
     hs_file = paths.metrics / "hidden_states.json"
     hs_line = hidden_state_line(read_json(hs_file)) if hs_file.exists() else ""
     ckpt = checkpoint_table(rows)
-    ckpt_md = f"\nCheckpoint choice (eval prompts, greedy; gold judge, both orders):\n\n{ckpt}" if ckpt else ""
+    judges = ", ".join(sorted({r.get("judge", "gold") for r in rows}))  # who produced the win rates
+    names = "gold judge" if judges == "gold" else f"judge {judges}"
+    ckpt_md = f"\nCheckpoint choice (eval prompts, greedy; {names}, both orders):\n\n{ckpt}" if ckpt else ""
     (paths.metrics / "summary.md").write_text(header + hs_line + table + ckpt_md)
     summary = {"runs": rows, "rm_test_accuracy": rm["test_accuracy"], "sft_gold_mean": sft.get("gold_mean")}
     write_json(paths.metrics / "summary.json", summary)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import read_json, write_json
+from r2m.distributed import is_main_process
 from r2m.paths import Paths
 from r2m.rl.assembly import build_run
 from r2m.rl.callbacks import read_rows
@@ -35,8 +36,9 @@ ROUND_METRICS = (
 )
 
 
-def write_outputs(paths: Paths, run: str) -> dict:
-    """Summary JSON + per-step CSV from the run's metrics; returns the summary."""
+def write_outputs(paths: Paths, run: str, write: bool = True) -> dict:
+    """Summary JSON + per-step CSV from the run's metrics (``write``: False on the ranks of a launch that are not
+    the main process, which read them only); returns the summary."""
     rows = load_rows(paths.rl_run(run))
     summary = summarise(rows)
     rounds = sorted(paths.rl_run(run).glob("round_*/rm_accuracy.json"), key=lambda p: int(p.parent.name[6:]))
@@ -46,8 +48,9 @@ def write_outputs(paths: Paths, run: str) -> dict:
         if all("attention_only" in a for a in accs):  # heads with cross-attention: its part of the reward alone
             summary["attention_only_accuracy_per_round"] = [a["attention_only"]["accuracy"] for a in accs]
             summary["attention_norm_per_round"] = [a["attention_norm"] for a in accs]
-    write_json(paths.metrics / "rl" / f"{run}.json", summary)
-    write_steps_csv(rows, paths.metrics / "rl" / f"{run}.csv")
+    if write:
+        write_json(paths.metrics / "rl" / f"{run}.json", summary)
+        write_steps_csv(rows, paths.metrics / "rl" / f"{run}.csv")
     return summary
 
 
@@ -57,7 +60,7 @@ def rl(
     paths = Paths.of(cfg, workdir)
     spec, reward_fn, tok = build_run(cfg, paths, algo, method)
     status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
-    summary = write_outputs(paths, f"{algo}-{method}")
+    summary = write_outputs(paths, f"{algo}-{method}", write=is_main_process())
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
     round_rows = [
         {"step": (k + 1) * steps_per_round, **{name: summary[key][k] for key, name in ROUND_METRICS if key in summary}}

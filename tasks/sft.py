@@ -13,6 +13,7 @@ from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import SFT_SCHEMA, read_jsonl, write_json, write_jsonl
+from r2m.data.rows import generation_rows, gold_key
 from r2m.evaluation.generations import eval_generations
 from r2m.judges.gold import load_gold
 from r2m.models.builders import build_policy
@@ -38,7 +39,7 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     gens = eval_generations(model, tok, eval_rows, cfg, progress=progress)
     write_jsonl(
         out / SFT_GENERATIONS,
-        ({"id": r["id"], "post_id": r["post_id"], "completion": g} for r, g in zip(eval_rows, gens, strict=True)),
+        generation_rows(eval_rows, gens),
     )
     metrics = {
         "params": sum(p.numel() for p in model.parameters()),
@@ -48,6 +49,6 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     }
     _, gold_fn = load_gold(paths)
     if gold_fn is not None:
-        metrics["gold_mean"] = sum(gold_fn([r["post_id"] for r in eval_rows], gens)) / max(1, len(gens))
+        metrics["gold_mean"] = sum(gold_fn([gold_key(r) for r in eval_rows], gens)) / max(1, len(gens))
     write_json(paths.metrics / "sft.json", metrics)
     return {"model": str(out), "metrics": metrics, "timings": {"train_seconds": train_s}}

@@ -122,7 +122,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="prepare",
         func="tasks.prepare:prepare",
-        doc="data prep: the embedded task's posts, SFT examples, RM / RL / eval prompts",
+        doc="data prep: the embedded task's posts or a real dataset (data.source), SFT examples, RM / RL / eval "
+        "prompts",
         params=("data",),
         outs=tuple(Out(f"data/{n}.jsonl") for n in ("posts", "sft", "rm_prompts", "rl_prompts", "eval_prompts")),
         metrics=("metrics/prepare.json",),
@@ -140,7 +141,8 @@ STAGES: tuple[Stage, ...] = (
         name="preferences",
         func="tasks.preferences:preferences",
         doc="the reward models' pairs: two samples of the SFT policy per prompt, labelled by the gold judge "
-        "(label noise for train / held-out, none for test), optionally mixed with edit pairs",
+        "(label noise for train / held-out, none for test), optionally mixed with edit pairs; a real dataset's own "
+        "pairs as they are",
         deps=("data/posts.jsonl", "data/rm_prompts.jsonl", "models/sft"),
         params=("preferences", "policy", "rl.max_completion_length", "rl.temperature"),
         outs=tuple(Out(f"data/{n}.jsonl") for n in ("rm_train", "rm_heldout", "rm_test")),
@@ -210,6 +212,9 @@ STAGES: tuple[Stage, ...] = (
             "rl.monitor_sample",
             "rl.monitor_every",
             "rl.bf16",
+            "rl.use_vllm",
+            *(f"rl.vllm_{k}" for k in ("mode", "server_base_url", "server_host", "server_port")),
+            *(f"rl.vllm_{k}" for k in ("gpu_memory_utilization", "tensor_parallel_size", "enable_sleep_mode")),
         ),
         outs=(Out(f"models/rl/{RUN}", persist=True),),
         metrics=(f"metrics/rl/{RUN}.json",),
@@ -220,8 +225,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="evaluate",
         func="tasks.evaluate:evaluate",
-        doc="a run's checkpoints: gold win rates (with 95% CIs) of the final one, the best by the proxy and the "
-        "best by the held-out RM, beside the gold-oracle round; proxy and gold scores, RM accuracy",
+        doc="a run's checkpoints: win rates (with 95% CIs; gold judge, or `judge` on a real dataset) of the final "
+        "one, the best by the proxy and the best by the held-out RM, beside the gold-oracle round; proxy and gold "
+        "scores, RM accuracy",
         deps=(
             f"models/rl/{RUN}",
             "models/rm",
@@ -231,7 +237,7 @@ STAGES: tuple[Stage, ...] = (
             "data/rm_test.jsonl",
             "data/posts.jsonl",
         ),
-        params=("policy", "evaluate", "reward_model.max_length", "rl.temperature", "rl.steps", "rl.rounds"),
+        params=("policy", "evaluate", "judge", "reward_model.max_length", "rl.temperature", "rl.steps", "rl.rounds"),
         outs=(Out(f"metrics/eval/{RUN}_generations.jsonl", cache=False),),
         metrics=(f"metrics/eval/{RUN}.json",),
         matrix=True,

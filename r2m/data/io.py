@@ -23,6 +23,7 @@ __all__ = [
     "ROW",
     "SFT_SCHEMA",
     "DataValidationError",
+    "DatasetError",
     "Schema",
     "check_fields",
     "iter_jsonl",
@@ -63,6 +64,24 @@ class DataValidationError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep picklable (e.g. across Prefect task workers)
         return (type(self), (self.path, self.row, self.field, self.problem))
+
+
+class DatasetError(ValueError):
+    """A dataset source cannot be used as a whole (as opposed to one bad row: :class:`DataValidationError`).
+
+    For example: the file or directory does not exist or cannot be read, its type is not supported, it is in none of
+    the known dataset formats, a hub id is not available offline, the split does not exist, or it has no usable rows.
+    The message is one line, ``"{source}: {problem}"``, where ``source`` is a file path or ``"{hub_id}[{split}]"`` and
+    ``problem`` says what is wrong and what to do; whitespace runs in ``problem`` (newlines included) become one space.
+    """
+
+    def __init__(self, source: PathLike, problem: str) -> None:
+        self.source = os.fspath(source)
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.source}: {self.problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, like DataValidationError
+        return (type(self), (self.source, self.problem))
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from r2m.config import Config
+from r2m.data.rows import gold_key
 from r2m.evaluation.accuracy import pair_accuracy
 from r2m.evaluation.winrate import position_calibrated
 from r2m.generation import generate
@@ -41,7 +42,7 @@ def policy_pairs(
         for k in (1, 2)
     )
     items = [
-        PairwiseItem(f"{r['id']}:policy-pair", r["prompt"], x, y, {"post_id": r["post_id"]})
+        PairwiseItem(f"{r['id']}:policy-pair", r["prompt"], x, y, {"post_id": gold_key(r)})
         for r, x, y in zip(rows, a, b, strict=True)
     ]
     verdicts = judge.judge(items, progress=progress)

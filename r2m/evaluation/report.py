@@ -72,7 +72,7 @@ def summary_row(run: str, rl: dict, ev: dict) -> dict:
     ck = ev.get("checkpoints") or {}
     if ck:
         row["ckpt_gold"] = " / ".join(
-            f"{ck[c]['gold']:.2f} (r{ck[c]['round']})" if c in ck else "-"
+            f"{ck[c]['gold']:.2f} (r{ck[c]['round']})" if "gold" in ck.get(c, {}) else "-"
             for c in ("final", "best_proxy", "best_heldout", "oracle")
         )
         row["win_sft_final"] = _win((ck.get("final") or {}).get("vs_sft"))
@@ -99,8 +99,9 @@ def checkpoint_table(rows: list[dict]) -> str:
             if not c:
                 continue
             held = "-" if c.get("heldout") is None else f"{c['heldout']:.2f}"
+            gold = "-" if c.get("gold") is None else f"{c['gold']:.2f}"
             lines.append(
-                f"| {r['run']} | {label} | {c['round']} ({c['step']}) | {c['gold']:.2f} | {c['proxy']:.2f} | {held} "
+                f"| {r['run']} | {label} | {c['round']} ({c['step']}) | {gold} | {c['proxy']:.2f} | {held} "
                 f"| {_win(c.get('vs_sft')) or '-'} | {_win(c.get('vs_reference')) or '-'} |"
             )
     if not lines:
@@ -147,6 +148,17 @@ def summary_header(cfg: Config, rm: dict, sft: dict, bon: dict | None = None) ->
     ``metrics/best_of_n.json``."""
     held = rm.get("heldout_rm") or {}
     held_txt = f", held-out RM {held['test_accuracy']:.3f} ({held['n_train']} pairs)" if held else ""
+    if "gold_mean" not in sft:  # a real dataset: no gold judge; its test pairs carry the dataset's labels
+        return (
+            f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. RM-test accuracy (the dataset's test "
+            f"pairs, its own labels): proxy RM {rm['test_accuracy']:.3f} ({rm['n_train']} training pairs){held_txt}. "
+            "No gold judge (a real dataset).\n\n"
+            + (
+                f"Best-of-n with the proxy, held-out RM as truth: {bon['verdict']}\n\n"
+                if bon and bon.get("verdict")
+                else ""
+            )
+        )
     out = (
         f"Profile `{cfg.profile}`, seed {cfg.seed}, {cfg.rl.steps} RL steps. RM-test accuracy (SFT samples, gold "
         f"labels): proxy RM {rm['test_accuracy']:.3f} ({rm['n_train']} training pairs){held_txt}. SFT gold mean "

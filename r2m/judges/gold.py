@@ -70,11 +70,15 @@ class GoldPairwiseJudge(Judge):
 
 def load_gold(paths: Paths):
     """``(posts, gold_fn)`` for the embedded task, where ``gold_fn(post_ids, completions) -> scores``;
-    ``(None, None)`` for real datasets (no ``posts.jsonl``, so no gold judge)."""
+    ``(None, None)`` for a real dataset (its ``posts.jsonl`` rows name their ``source``: there is no gold judge)
+    or without a ``posts.jsonl``."""
     posts_file = paths.data / "posts.jsonl"
     if not posts_file.exists():
         return None, None
-    posts = {p["id"]: Post.from_dict(p) for p in read_jsonl(posts_file)}
+    rows = read_jsonl(posts_file)
+    if any("source" in p for p in rows[:1]):
+        return None, None
+    posts = {p["id"]: Post.from_dict(p) for p in rows}
     judge = GoldJudge()
 
     def gold_fn(post_ids, completions) -> list[float]:

@@ -5,6 +5,7 @@ methods registry, :mod:`r2m.rl.methods`), the reward callable, the run spec with
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -13,6 +14,7 @@ from r2m.config import Config, ConfigError
 from r2m.data.gold import GoldJudge
 from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json
 from r2m.data.preferences import make_preference_pairs
+from r2m.distributed import broadcast_params, check_same_on_all_ranks, is_distributed, is_main_process, world_size
 from r2m.evaluation.accuracy import reward_accuracy_report
 from r2m.judges.gold import load_gold
 from r2m.models.reward_model import RewardModel
@@ -23,8 +25,18 @@ from r2m.rl.peers import EnsembleScorer, PARScorer, PenalisedScorer, Penalty
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import R2MScorer, R2MUpdater, ReplayPairs, build_head, score_with_feedback
 from r2m.rl.reward import FrozenRMs, RewardFunction, VanillaScorer
-from r2m.rl.runner import RunSpec, policy_device
+from r2m.rl.runner import (
+    VLLM_ADDRESS_KEYS,
+    VLLM_KEYS,
+    RunSpec,
+    init_distributed,
+    policy_device,
+    rl_option,
+    uses_vllm,
+)
 from r2m.rm_train import train_reward_model
+
+log = logging.getLogger(__name__)
 
 
 def files_digest(*dirs: Path) -> str:
@@ -125,8 +137,18 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
         test_pairs = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
 
         def export(d: Path) -> None:
-            head.save(d / "reward_head")
-            write_json(d / "rm_accuracy.json", round_accuracy(rm, head, monitor, cfg, test_pairs, tok))
+            """The head and its RM-test accuracy into ``d``. Called on every rank: the accuracy's policy forwards
+            run everywhere (ZeRO-3 / FSDP gather the policy's weights collectively), the main process writes."""
+            if is_distributed():  # the replicas must be bitwise identical; the main process writes its own
+                digest = check_same_on_all_ranks(head.state_dict(), "the R2M head")
+                if is_main_process():
+                    export = d.name.strip(".").removesuffix(".tmp")  # round_<k> or final (staged in .<name>.tmp)
+                    log.info("R2M head sha256 %s: identical on all %d ranks (%s)", digest, world_size(), export)
+            if is_main_process():
+                head.save(d / "reward_head")
+            accuracy = round_accuracy(rm, head, monitor, cfg, test_pairs, tok)
+            if is_main_process():
+                write_json(d / "rm_accuracy.json", accuracy)
 
     elif m.reward == "par":
         scorer = PARScorer(rm, par_centres(paths), ml)
@@ -143,13 +165,46 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
             raise ValueError(f"{method} needs gold labels for the RL prompts (the embedded task's posts.jsonl)")
         ids = [r["post_id"] for r in read_jsonl(paths.data / "rl_prompts.jsonl")]
         train_reward_model(rm, gold_labelled_pairs([posts[i] for i in ids], cfg.seed + 7), cfg.reward_model, cfg.seed)
+        broadcast_params(rm.parameters())  # several processes: every rank scores with rank 0's RM (no-op on one)
         scorer = VanillaScorer(rm, max_length=ml)
-        export = lambda d: rm.save(d / "reward_model")  # noqa: E731
+
+        def export(d: Path) -> None:
+            if is_main_process():
+                rm.save(d / "reward_model")
     else:
         scorer = VanillaScorer(rm, max_length=ml)
     if m.penalties:
         scorer = PenalisedScorer(scorer, penalties(cfg, m))
     return scorer, export, head
+
+
+def run_fingerprint(cfg: Config, algo: str, method: str, inputs: str, n_prompts: int) -> dict:
+    """The resume fingerprint of a run (``run_config.json``; a run resumes only into a directory with the same one),
+    without the digest of the optional stages' files (:func:`method_inputs_digest`), which :func:`build_run` adds.
+
+    ``inputs``: :func:`files_digest` of the SFT policy and the RMs. The vLLM keys and the world size enter only where
+    they change what runs (``rl.use_vllm`` on; more than one process), so every other run's fingerprint is what it
+    was before they existed.
+    """
+    d = cfg.to_dict()
+    fingerprint = {
+        "algo": algo,
+        "method": method,
+        "seed": cfg.seed,
+        "rl": {k: v for k, v in d["rl"].items() if k not in VLLM_KEYS},
+        "r2m": d["r2m"],
+        "policy": d["policy"],
+        "inputs": inputs,
+        "n_prompts": n_prompts,
+    }
+    if uses_vllm(cfg):  # another sampler: the rollouts differ (where the server is does not matter)
+        fingerprint["vllm"] = {k: rl_option(cfg, k) for k in VLLM_KEYS if k not in VLLM_ADDRESS_KEYS}
+    if world_size() > 1:  # rl.prompts_per_step is per process: the world size sets the global batch
+        fingerprint["world_size"] = world_size()
+    m = METHODS[method]
+    if m.params not in (None, "r2m"):  # a peer's parameters
+        fingerprint["method_params"] = d["methods"][m.params]
+    return fingerprint
 
 
 def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpec, RewardFunction, object]:
@@ -162,6 +217,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
             f"method {method!r} has no RL run of its own: it reads {METHODS[method].run_of!r}'s run "
             f"(r2m stage rl --method {METHODS[method].run_of})"
         )
+    init_distributed()  # under accelerate launch: the process group first, so each rank builds on its own device
     prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
     tok = AutoTokenizer.from_pretrained(paths.sft)
     prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
@@ -177,6 +233,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         k=cfg.rl.num_generations,
         monitor_every=cfg.rl.monitor_every,
         last_step=cfg.rl.steps - 1,
+        recompute_feedback=uses_vllm(cfg),
     )
     scorer, export, head = build_scorer(method, rm, cfg, paths, monitor, tok)
     # the proxy is the vanilla RM as the reward_model stage left it (pretrained_rm trains its own copy further)
@@ -186,20 +243,9 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         heldout.share_trunk_with(proxy)  # a frozen trunk with two heads (smol): embedded once per batch
     frozen = FrozenRMs(proxy, heldout, max_length=cfg.reward_model.max_length)
     reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn, frozen=frozen)
-    d = cfg.to_dict()
-    fingerprint = {
-        "algo": algo,
-        "method": method,
-        "seed": cfg.seed,
-        "rl": d["rl"],
-        "r2m": d["r2m"],
-        "policy": d["policy"],
-        "inputs": files_digest(paths.sft, paths.rm, *([paths.rm_heldout] if heldout is not None else [])),
-        "n_prompts": len(prompts),
-    }
+    inputs = files_digest(paths.sft, paths.rm, *([paths.rm_heldout] if heldout is not None else []))
+    fingerprint = run_fingerprint(cfg, algo, method, inputs, len(prompts))
     m = METHODS[method]
-    if m.params not in (None, "r2m"):  # a peer's parameters and the upstream files it reads
-        fingerprint["method_params"] = d["methods"][m.params]
     if m.needs:
         fingerprint["method_inputs"] = method_inputs_digest(paths, m)
     spec = RunSpec(

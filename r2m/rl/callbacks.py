@@ -1,4 +1,10 @@
-"""Trainer callbacks: per-step metrics (resume-safe JSONL) and a policy export at the end of every round."""
+"""Trainer callbacks: per-step metrics (resume-safe JSONL) and a policy export at the end of every round.
+
+Under ``accelerate launch`` every rank runs every callback; the files are written by the main process alone
+(:func:`r2m.distributed.is_main_process`), and what needs every rank (gathering a sharded policy's state dict, the
+exports' policy forwards) runs on all of them, with a barrier before the next step. In a plain process the callbacks
+do exactly what they did before.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from r2m.distributed import barrier, is_distributed, is_main_process
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -41,6 +49,7 @@ class MetricsRecorder(TrainerCallback):
     (``step_time_s``, ``rss_gb``, TRL's and R2M's timers) to ``timings_file``.
 
     On resume the rows past the checkpoint's step are dropped from both first, so they always match the policy.
+    Only the main process writes (TRL's logs are already means over the ranks): one row per step.
     """
 
     def __init__(
@@ -53,7 +62,8 @@ class MetricsRecorder(TrainerCallback):
         self.extras = extras or []  # e.g. the R2M updater's losses, merged into each step's row
         self.path = Path(run_dir) / METRICS_FILE
         self.timings_file = Path(timings_file)
-        for path in (self.path, self.timings_file):
+        self.writes = is_main_process()
+        for path in (self.path, self.timings_file) if self.writes else ():
             kept = [r for r in read_rows(path) if r["step"] <= resume_step]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
@@ -63,7 +73,7 @@ class MetricsRecorder(TrainerCallback):
         self._t0 = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:  # only the per-step training logs (not the final summary)
+        if not logs or "loss" not in logs or not self.writes:  # the per-step training logs (not the final summary)
             return
         # timed up to the log, which follows every callback's on_step_end (e.g. the R2M update), so it is included
         step_time = time.perf_counter() - self._t0
@@ -85,9 +95,11 @@ class CheckpointScrubber(TrainerCallback):
     """Makes a saved checkpoint depend only on the run, not on the machine, the directory or the process: timings
     are dropped from ``trainer_state.json``'s log history, and ``training_args.bin`` (a pickle of the arguments with
     absolute paths) and TRL's model card (its tags in hash-seed-dependent set order) are removed; neither is read
-    on resume."""
+    on resume. Run by the process that writes the checkpoint (``args.should_save``)."""
 
     def on_save(self, args, state, control, **kwargs):
+        if not getattr(args, "should_save", True):
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         (ckpt / "training_args.bin").unlink(missing_ok=True)
         (Path(args.output_dir) / "README.md").unlink(missing_ok=True)
@@ -114,9 +126,39 @@ def publish_dir(tmp: Path, out: Path) -> None:
     tmp.rename(out)
 
 
+def shards_weights(trainer) -> bool:
+    """Whether the trainer's engine partitions or may partition the policy's weights over the ranks (DeepSpeed,
+    FSDP): its full state dict must then be gathered by every rank together."""
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False))
+
+
+def export_policy(model, tokenizer, out: Path, trainer=None) -> None:
+    """Save the policy (safetensors) and its tokenizer to ``out`` from the main process.
+
+    Call it on every rank: under DeepSpeed / FSDP (``trainer`` given, several processes) the full state dict is
+    gathered first with ``trainer.accelerator.get_state_dict``, a collective, and the main process saves it. DDP
+    replicas are whole, so the main process saves its own. In a plain process: ``model.save_pretrained`` as always.
+    """
+    if trainer is not None and is_distributed() and shards_weights(trainer):
+        state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+        if is_main_process():
+            model.save_pretrained(out, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+        return
+    if is_main_process():
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+
+
 class RoundExporter(TrainerCallback):
     """At each round boundary (a checkpoint save), export the policy to ``run_dir/round_<k>/policy`` and call
-    ``extra_export(round_dir)`` (R2M saves its reward head there)."""
+    ``extra_export(round_dir)`` (R2M saves its reward head there).
+
+    On several processes every rank calls both (``extra_export`` is called on every rank and writes from the main
+    process only: its policy forwards must run everywhere under ZeRO-3 / FSDP); the main process alone writes and
+    publishes the directory, and every rank waits for it. ``trainer`` (set by the runner once the trainer exists)
+    gathers a sharded policy's state dict.
+    """
 
     def __init__(
         self, run_dir: Path, steps_per_round: int, tokenizer, extra_export: Callable[[Path], None] | None = None
@@ -125,17 +167,22 @@ class RoundExporter(TrainerCallback):
         self.steps_per_round = steps_per_round
         self.tokenizer = tokenizer
         self.extra_export = extra_export
+        self.trainer = None
 
     def on_save(self, args, state, control, model=None, **kwargs):
         k = state.global_step // self.steps_per_round
         out = self.run_dir / f"round_{k}"
-        tmp = fresh_dir(self.run_dir / f".round_{k}.tmp")
-        model.save_pretrained(tmp / "policy", safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp / "policy")
+        main = is_main_process()
+        tmp = self.run_dir / f".round_{k}.tmp"
+        if main:
+            fresh_dir(tmp)
+        export_policy(model, self.tokenizer, tmp / "policy", self.trainer)
         if self.extra_export is not None:
             self.extra_export(tmp)
-        (tmp / "round.json").write_text(json.dumps({"round": k, "step": state.global_step}))
-        publish_dir(tmp, out)
+        if main:
+            (tmp / "round.json").write_text(json.dumps({"round": k, "step": state.global_step}))
+            publish_dir(tmp, out)
+        barrier()
 
 
 class ProgressBar(TrainerCallback):
@@ -150,6 +197,8 @@ class ProgressBar(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm.auto import tqdm
 
+        if not is_main_process():  # one bar per run, not one per rank
+            return
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, dynamic_ncols=True)
 
     def on_step_end(self, args, state, control, **kwargs):

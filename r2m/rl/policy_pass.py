@@ -6,6 +6,10 @@ they are captured from TRL's own generation forward (:class:`RolloutCapture`) at
 (evaluation, R2M's updated-policy option) one backbone forward over the same tokens gives the same states
 (:func:`sequence_states`; evaluation appends EOS to a response, as RL completions end with it).
 
+With vLLM generating the rollouts (``rl.use_vllm``) the policy's ``generate`` never runs and nothing is captured; the
+monitor then recomputes the same states with one backbone forward of the trainer's policy
+(``PolicyMonitor(recompute_feedback=True)``), timed.
+
 A response of n tokens thus contributes n - 1 response positions; the n states that produced its tokens (the last
 prompt position and those n - 1) give the policy's log-probs of the response for the KL (:func:`response_logps`, the
 LM head on those n positions only).
@@ -13,6 +17,7 @@ LM head on those n positions only).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +34,7 @@ class PolicyPass:
     mask: Tensor  # [B, S] 1 = real position
     prompt_ids: list[list[int]]  # the prompt tokens as the policy saw them (TRL's tokenisation)
     rows: list[int]  # the rows whose KL was measured
+    feedback_forward_s: float | None = None  # seconds of the backbone forward that recomputed the feedback (vLLM)
 
 
 def pad_rows(rows: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -109,7 +115,8 @@ class RolloutCapture:
 
     ``generate`` of the policy object is wrapped: while it runs, a hook on the backbone keeps the prefill's prompt
     ids, mask and states [B, P, D] (left-padded, as TRL pads) and the state of every fed token [B, 1, D]. :meth:`take`
-    turns them into the right-padded feedback of x + y[:-1] for the completions TRL kept.
+    turns them into the right-padded feedback of x + y[:-1] for the completions TRL kept. When every prompt of the
+    batch has the same length, ``generate`` runs the backbone without a mask (nothing is padded): all ones.
     """
 
     def __init__(self, policy) -> None:
@@ -140,8 +147,10 @@ class RolloutCapture:
         finally:
             for h in hooks:
                 h.remove()
-        if inputs.get("ids") is None or inputs.get("mask") is None:
-            raise RuntimeError("rollout capture: generate() ran the backbone without input_ids / attention_mask")
+        if inputs.get("ids") is None:
+            raise RuntimeError("rollout capture: generate() ran the backbone without input_ids")
+        if inputs.get("mask") is None:  # generate drops an all-ones mask (prompts of one length): all positions real
+            inputs["mask"] = torch.ones_like(inputs["ids"])
         if any(c.shape[1] != 1 for c in chunks[1:]):
             raise RuntimeError("rollout capture needs generation with the KV cache (one new position per step)")
         self.last = {"ids": inputs["ids"], "mask": inputs["mask"], "states": torch.cat(chunks, dim=1)}
@@ -188,6 +197,10 @@ class PolicyMonitor:
     KL needs the reference's log-probs, so the reference runs, as a backbone forward plus the LM head on response
     positions, on ``monitor_sample`` rows of the batch (:func:`sample_rows`; 0 = all), on the steps
     :func:`monitored_step` names (every ``monitor_every``-th and ``last_step``); other steps measure no row.
+
+    ``recompute_feedback`` (vLLM rollouts, which never call the policy's ``generate``): :meth:`rollout` runs one
+    no-grad backbone forward of the policy over x + y[:-1] instead, on every row when the feedback is kept, else on
+    the monitored rows only (none on a skipped step).
     """
 
     def __init__(
@@ -199,8 +212,10 @@ class PolicyMonitor:
         k: int = 1,
         monitor_every: int = 1,
         last_step: int | None = None,
+        recompute_feedback: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
+        self.recompute_feedback = recompute_feedback
         self.reference = reference.eval().requires_grad_(False)
         check_plain_lm_head(reference)
         self.policy = None
@@ -241,9 +256,14 @@ class PolicyMonitor:
         return kl
 
     @torch.no_grad()
-    def rollout(self, completion_ids: Sequence[Sequence[int]], step: int = 0) -> PolicyPass:
+    def rollout(
+        self, completion_ids: Sequence[Sequence[int]], step: int = 0, prompts: Sequence[str] | None = None
+    ) -> PolicyPass:
         """The pass of the rollout TRL just generated at ``step``: captured feedback, KL on the monitored rows (none
-        on a step the monitor skips)."""
+        on a step the monitor skips). ``prompts`` (the prompts as the policy saw them) are read only with
+        ``recompute_feedback``."""
+        if self.recompute_feedback:
+            return self.recomputed(completion_ids, step, prompts)
         if self.capture is None:
             raise RuntimeError("PolicyMonitor.attach(policy) must be called before the first rollout")
         prompt_ids, states, mask = self.capture.take(completion_ids)
@@ -252,6 +272,39 @@ class PolicyMonitor:
         kl = self.kl(states, prompt_ids, completion_ids, rows)
         feedback = states if self.keep_feedback else None
         return PolicyPass(kl=kl, feedback=feedback, mask=mask, prompt_ids=prompt_ids, rows=rows)
+
+    @torch.no_grad()
+    def recomputed(
+        self, completion_ids: Sequence[Sequence[int]], step: int, prompts: Sequence[str] | None
+    ) -> PolicyPass:
+        """:meth:`rollout` without a capture (vLLM rollouts): the prompts tokenised as TRL tokenises them for vLLM
+        (the tokenizer's special tokens included), then one timed backbone forward of the policy over x + y[:-1] on
+        the rows that need its states: all of them when the feedback is kept, else the monitored rows."""
+        if self.policy is None:
+            raise RuntimeError("PolicyMonitor.attach(policy) must be called before the first rollout")
+        if prompts is None or len(prompts) != len(completion_ids):
+            raise ValueError("recomputing the policy feedback needs the batch's prompts, one per completion")
+        prompt_ids = [list(x) for x in self.tokenizer(list(prompts))["input_ids"]]
+        measured = monitored_step(step, self.monitor_every, self.last_step)
+        rows = sample_rows(len(completion_ids), self.k, self.monitor_sample) if measured else []
+        pad = self.tokenizer.pad_token_id
+        _, mask = feedback_ids(prompt_ids, completion_ids, pad)
+        need = list(range(len(completion_ids))) if self.keep_feedback else rows
+        kl = torch.full((len(completion_ids),), float("nan"))
+        feedback, seconds = None, None
+        if need:
+            p, c = [prompt_ids[i] for i in need], [completion_ids[i] for i in need]
+            t0 = time.perf_counter()
+            states, sub_mask = sequence_states(self.policy, p, c, pad)
+            seconds = time.perf_counter() - t0
+            if self.keep_feedback:  # need = every row: the states are the batch's feedback
+                feedback, mask = states, sub_mask
+                kl = self.kl(states, prompt_ids, completion_ids, rows)
+            elif rows:  # need = rows: the KL of the sub-batch, put back in place
+                kl[rows] = self.kl(states, p, c, list(range(len(rows))))
+        return PolicyPass(
+            kl=kl, feedback=feedback, mask=mask, prompt_ids=prompt_ids, rows=rows, feedback_forward_s=seconds
+        )
 
     @torch.no_grad()
     def forward(self, prompt_ids, completion_ids, with_reference: bool = False) -> PolicyPass:

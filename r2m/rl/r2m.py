@@ -12,6 +12,10 @@ After the policy's optimiser step (``on_step_end``):
   5. r' recomputed, each group self-labelled (best / worst of r', or of the annotation-time r with
      ``r2m.self_labels: annotation``), GREBT = (1 - alpha) BT + alpha GRE minimised;
   6. AdamW step on the cross-attention and phi only (trunk and policy untouched).
+
+On several processes (``accelerate launch``, :mod:`r2m.distributed`) each rank holds a replica of the head and whole
+groups of the batch; the update's gradients are averaged over the ranks weighted by their groups (and GRE's batch std
+is the whole batch's), so every replica takes the single-process step on all groups (``docs/scale-out.md``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ from torch import Tensor
 from transformers import TrainerCallback
 
 from r2m.config import Config
+from r2m.distributed import (
+    all_gather_rows,
+    all_reduce_grads,
+    broadcast_params,
+    check_whole_groups,
+    is_distributed,
+    weighted_mean,
+)
 from r2m.losses import grebt_terms
 from r2m.models.feedback import gaussian_like
 from r2m.models.r2m_head import R2MHeadConfig, R2MRewardHead, load_state, save_state
@@ -145,7 +157,15 @@ def head_optimizer(head: R2MRewardHead, cfg: Config) -> torch.optim.AdamW:
 
 class R2MUpdater(TrainerCallback):
     """After each policy step: GREBT (plus the optional replay term) on the cross-attention and phi, with the
-    scoring-time feedback (default) or the updated policy's."""
+    scoring-time feedback (default) or the updated policy's.
+
+    Under torch.distributed (world size > 1) every rank runs the update on its own groups and the head's gradients
+    are all-reduced, weighted by the ranks' group counts, before clipping and AdamW: the step is the single-process
+    step over all groups and the replicas stay identical. A rank holding part of a group is an error
+    (:class:`r2m.distributed.PartialGroupError`). The replay term (``r2m.replay_weight``) is the same on every rank
+    (same seeded draw, frozen features), so its weighted mean is itself. Without a process group nothing of this
+    runs.
+    """
 
     def __init__(
         self, scorer: R2MScorer, monitor: PolicyMonitor, reward_fn, cfg: Config, replay: ReplayPairs | None = None
@@ -180,12 +200,15 @@ class R2MUpdater(TrainerCallback):
             h, mask = self.scorer.feedback(self.monitor.forward(batch["prompt_ids"], batch["completion_ids"]))
         t1 = time.perf_counter()
         head = self.scorer.head
+        spread = is_distributed()  # the batch's groups are spread over several processes
+        groups = self.local_groups(batch, cache) if spread else 0
         labels = cache["rewards"].view(-1, self.k) if self.self_labels == "annotation" else None
         replay = self.replay.features() if self.replay is not None else None
         head.train()
         for _ in range(self.updates):
             rewards = head(cache["rte"], h, mask, w).view(-1, self.k)
-            terms = grebt_terms(rewards, self.alpha, std_floor=self.gre_std_floor, labels=labels)
+            std_floor = self.global_std_floor(rewards) if spread else self.gre_std_floor
+            terms = grebt_terms(rewards, self.alpha, std_floor=std_floor, labels=labels)
             loss = terms["grebt"]
             if replay is not None:
                 margin = head(*replay["chosen"], w) - head(*replay["rejected"], w)
@@ -193,24 +216,60 @@ class R2MUpdater(TrainerCallback):
                 loss = loss + self.replay_weight * terms["replay_bt"]
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if spread:  # the gradient of the mean over all ranks' groups, before clipping: the same step everywhere
+                all_reduce_grads(head.trainable_parameters(), groups)
             torch.nn.utils.clip_grad_norm_(head.trainable_parameters(), self.grad_clip)
             self.optimizer.step()
         head.eval()
+        if spread:  # log the terms over all groups, as one process holding the whole batch would
+            names = list(terms)
+            values = weighted_mean(torch.stack([terms[k].detach() for k in names]), groups)
+            terms = dict(zip(names, values.unbind(), strict=True))
         out.update({f"r2m_{k}": float(v.detach()) for k, v in terms.items()})
         if head.attn is not None:  # how large the feedback's part of H_fin is next to the RM's own part
             with torch.no_grad():
                 attended = head.attention_part(cache["rte"], h, mask, w)[1].mean()
+                rte_norm = cache["rte"].norm(dim=-1).mean()
+                if spread:  # means over all rows of the batch
+                    attended, rte_norm = weighted_mean(torch.stack([attended, rte_norm]), cache["rte"].shape[0])
                 out["r2m_attention_norm"] = float(attended)
-                out["r2m_attention_share"] = float(attended / (w * cache["rte"].norm(dim=-1).mean()))
+                out["r2m_attention_share"] = float(attended / (w * rte_norm))
         out["r2m_feedback_forward_s"] = t1 - t0
         out["r2m_update_s"] = time.perf_counter() - t0
         return out
+
+    def local_groups(self, batch: dict, cache: dict) -> int:
+        """n_r, the groups this rank holds (its weight in the all-reduce); every rank raises
+        :class:`r2m.distributed.PartialGroupError` if any holds part of a group."""
+        rows = int(cache["rte"].shape[0])  # B_r
+        check_whole_groups(rows, self.k, batch.get("prompt_ids"), device=cache["rte"].device)
+        return rows // self.k
+
+    def global_std_floor(self, rewards: Tensor) -> float:
+        """The ``std_floor`` for :func:`r2m.losses.grebt_terms` on this rank's rewards [n_r, K] that makes its floor
+        term f * s_local equal f * s, s = the population std of the WHOLE batch's rewards (all ranks, detached), the
+        single-process floor. When this rank's rewards are all tied every group of it is degenerate and the floor is
+        unused."""
+        f = self.gre_std_floor
+        if f <= 0:
+            return f
+        s_local = rewards.detach().std(unbiased=False)
+        s_all = all_gather_rows(rewards.detach().reshape(-1)).std(unbiased=False)  # [sum_r B_r] -> scalar
+        if not bool(s_local > 0) or not bool(s_all > 0):
+            return f
+        return f * float(s_all) / float(s_local)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """Start every rank's replica from rank 0's head (no-op on one process)."""
+        broadcast_params(self.scorer.head.parameters())
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.reward_fn.last_batch is not None and self.scorer.cache is not None:
             self.metrics = self.update()
 
     def on_save(self, args, state, control, **kwargs):
+        if not getattr(args, "should_save", True):  # the process that writes the checkpoint (rank 0) writes the head
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         extra = {**self.scorer.state_dict(), **(self.replay.state_dict() if self.replay is not None else {})}
         save_state(self.scorer.head, self.optimizer, ckpt, extra=extra)

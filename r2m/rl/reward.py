@@ -7,6 +7,10 @@ method's own reward: for vanilla the proxy itself), gold score, KL to the refere
 reward spread within groups. The KL and the held-out RM cost a forward each, so they are measured on
 ``rl.monitor_sample`` rows of the batch (:func:`r2m.rl.policy_pass.sample_rows`) every ``rl.monitor_every`` steps
 (and the last), and those steps alone log them; the rest on every row of every step.
+
+On several processes each rank scores its own slice of the batch; the metrics are averaged over the ranks, each
+weighted by the rows it is a mean over, before they are logged (:func:`r2m.distributed.weighted_means`), so every
+rank logs the single-process value of the whole batch.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from r2m.distributed import is_distributed, weighted_means
 from r2m.evaluation.text_stats import batch_stats
 from r2m.models.reward_model import RewardModel
 from r2m.rl.policy_pass import PolicyMonitor, PolicyPass
@@ -126,7 +131,9 @@ class RewardFunction:
         step = int(state.global_step) if state is not None else 0
         if completion_ids is None:
             raise ValueError("the reward function needs TRL's completion_ids (the tokens the policy generated)")
-        ppass = self.monitor.rollout(completion_ids, step)
+        # vLLM rollouts (nothing captured): the monitor recomputes the feedback from the prompts' tokens
+        recompute = getattr(self.monitor, "recompute_feedback", False)
+        ppass = self.monitor.rollout(completion_ids, step, **({"prompts": prompts} if recompute else {}))
         rows = ppass.rows
         rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
         texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
@@ -150,6 +157,11 @@ class RewardFunction:
             gold = torch.tensor(self.gold(post_ids, completions), dtype=torch.float32)
             metrics["gold_score"] = float(gold.mean())
             metrics["gold_group_std"] = group_std(gold, self.k)
+        if getattr(ppass, "feedback_forward_s", None) is not None:  # vLLM: the feedback's backbone forward (timing)
+            metrics["policy_feedback_forward_s"] = ppass.feedback_forward_s
+        if is_distributed():  # the whole batch's means, as one process holding all of it would log them
+            measured = {"kl_to_ref": len(rows), "heldout_reward": len(rows)}  # the monitored rows only
+            metrics = weighted_means(metrics, {name: measured.get(name, len(texts)) for name in metrics})
         log_metric = kwargs.get("log_metric")
         if log_metric is not None:
             for name, value in metrics.items():

@@ -91,3 +91,50 @@ def test_prompt_format_render(tmp_path):
     assert render_prompt(tok, "POST: x", chat) == "<user>Summarize.\n\nPOST: x<assistant>"
     with pytest.raises(ConfigError, match="prompt_format"):
         load_config(REPO / "params.yaml", overrides=["policy.prompt_format=xml"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.source=reddit"], "data.source must be one of synthetic, tldr, summarize_from_feedback"),
+        (["data.path=x.jsonl"], "data.source=synthetic reads no dataset: data.path must be ''"),
+        (["data.source=preference", "judge.kind=local"], "data.source=preference needs data.path"),
+        (
+            ["data.source=tldr", "data.path=t.jsonl", "judge.kind=local"],
+            "data.source=tldr has no preference pairs for the reward models: set data.pairs_source",
+        ),
+        (
+            [
+                "data.source=tldr",
+                "data.path=t.jsonl",
+                "data.pairs_source=tldr",
+                "data.pairs_path=p",
+                "judge.kind=local",
+            ],
+            "data.pairs_source must be one of summarize_from_feedback",
+        ),
+        (["data.source=preference", "data.path=p.jsonl", "data.pairs_path=q.jsonl"], "go together"),
+        (["data.source=hh_rlhf", "data.path=hh.jsonl"], "data.source=hh_rlhf has no gold judge"),
+    ],
+)
+def test_data_source_is_checked_when_the_config_loads(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_config(REPO / "params.yaml", profile="ci", overrides=overrides)
+
+
+def test_real_data_source_loads():
+    cfg = load_config(
+        REPO / "params.yaml",
+        overrides=["data.source=tldr", "data.path=t.jsonl", "data.pairs_source=summarize_from_feedback"]
+        + ["data.pairs_path=c.jsonl", "judge.kind=local"],
+    )
+    assert (cfg.data.source, cfg.data.pairs_source, cfg.judge.kind) == ("tldr", "summarize_from_feedback", "local")
+
+
+def test_data_sources_are_the_loaders():
+    from r2m.config import COMPLETION_SOURCES, DATA_SOURCES, PAIR_SOURCES
+    from r2m.data import loaders
+
+    assert set(DATA_SOURCES) - {"synthetic"} <= set(loaders.LOADERS)
+    assert set(PAIR_SOURCES) == set(loaders.PAIR_KINDS)
+    assert set(COMPLETION_SOURCES) == set(loaders.COMPLETION_KINDS)
