@@ -301,7 +301,25 @@ def _leaf(doc: dict, param: str) -> str:
     return f"{path}.{(numeric or strings or list(leaves))[0]}"
 
 
+def _choices(key: str) -> tuple | None:
+    """The choices a config key declares (its field's ``metadata["choices"]``), None for a free value."""
+    import dataclasses
+    import typing
+
+    from r2m.config import Config
+
+    cls, *path, last = [Config, *key.split(".")]
+    for part in path:
+        cls = typing.get_type_hints(cls)[part]
+    return {f.name: f for f in dataclasses.fields(cls)}[last].metadata.get("choices")
+
+
 def _other_value(key: str, v):
+    if key == "rl.vllm_server_base_url":  # a URL or nothing
+        return "http://127.0.0.1:8000"
+    choices = _choices(key) if not isinstance(v, list) else None
+    if choices and isinstance(v, str):
+        return next(c for c in choices if c != v)
     if key == "rl.algos":
         return [*v, next(a for a in ALGOS if a not in v)]
     if key == "rl.methods":

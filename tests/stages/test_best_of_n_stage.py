@@ -50,8 +50,11 @@ def test_best_of_n_stage_writes_the_curve_reproducibly(workdir, ci_cfg):
     assert (json_file.read_bytes(), csv_file.read_bytes()) == first
 
 
-def test_best_of_n_stage_needs_gold(workdir, ci_cfg):
-    (workdir / "data" / "posts.jsonl").unlink()
-    with pytest.raises(ValueError, match="needs the embedded task's gold judge"):
-        run_stage("best_of_n", ci_cfg, workdir, mlflow=False, progress=False)
-    assert not (workdir / "metrics" / "best_of_n.json").exists()
+def test_best_of_n_without_gold_takes_the_heldout_rm_as_truth(workdir, ci_cfg):
+    posts = workdir / "data" / "posts.jsonl"  # a real dataset's posts name their source: no gold judge
+    rows = [json.loads(line) for line in posts.read_text().splitlines()]
+    posts.write_text("".join(json.dumps({"id": r["id"], "source": "preference"}) + "\n" for r in rows))
+    run_stage("best_of_n", ci_cfg, workdir, mlflow=False, progress=False)
+    m = json.loads((workdir / "metrics" / "best_of_n.json").read_text())
+    assert m["gold_from"].startswith("rm_heldout")
+    assert all(c["gold"] == c["heldout"] for c in m["curve"])  # the held-out RM's curve stands in for gold

@@ -368,7 +368,7 @@ def ranks(tmp_path_factory) -> list[dict]:
     saved = os.environ.get("GLOO_SOCKET_IFNAME")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     try:
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        method = "spawn"  # fresh interpreters: a fork inherits the state earlier tests left in this process
         mp.start_processes(
             worker, args=(2, f"file://{shared / 'rendezvous'}", str(shared)), nprocs=2, join=True, start_method=method
         )

@@ -167,7 +167,7 @@ def ranks(tmp_path_factory) -> list[dict]:
     try:
         # fork where there is one: the ranks inherit the imported modules (a fresh interpreter spends ~7 s importing
         # torch + transformers); each rank sets 1 intra-op thread first, so no OpenMP pool is used across the fork
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        method = "spawn"  # fresh interpreters: a fork inherits the state earlier tests left in this process
         args = (2, f"file://{tmp / 'rendezvous'}", str(tmp))
         mp.start_processes(worker, args=args, nprocs=2, join=True, start_method=method)
     finally:
