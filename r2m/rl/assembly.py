@@ -31,7 +31,6 @@ from r2m.rl.runner import (
     RunSpec,
     init_distributed,
     policy_device,
-    rl_option,
     uses_vllm,
 )
 from r2m.rm_train import train_reward_model
@@ -198,7 +197,7 @@ def run_fingerprint(cfg: Config, algo: str, method: str, inputs: str, n_prompts:
         "n_prompts": n_prompts,
     }
     if uses_vllm(cfg):  # another sampler: the rollouts differ (where the server is does not matter)
-        fingerprint["vllm"] = {k: rl_option(cfg, k) for k in VLLM_KEYS if k not in VLLM_ADDRESS_KEYS}
+        fingerprint["vllm"] = {k: getattr(cfg.rl, k) for k in VLLM_KEYS if k not in VLLM_ADDRESS_KEYS}
     if world_size() > 1:  # rl.prompts_per_step is per process: the world size sets the global batch
         fingerprint["world_size"] = world_size()
     m = METHODS[method]

@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPTNeoXForCausalLM
 
-from r2m.models.tokenizer import train_bpe_tokenizer
 from r2m.rl.policy_pass import PolicyMonitor, monitored_step, response_logps, sequence_states
-from tests.unit.test_r2m_rl import PROMPTS, TEXTS, generate, neox_config
-
-
-@pytest.fixture(scope="module")
-def lm():
-    torch.manual_seed(0)
-    tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
-    cfg = neox_config(tok, 24, num_hidden_layers=2)
-    return tok, GPTNeoXForCausalLM(cfg).eval(), GPTNeoXForCausalLM(cfg).eval()
+from tests.unit.test_r2m_rl import PROMPTS, generate
 
 
 def test_captured_states_equal_a_forward_over_prompt_and_response(lm):
