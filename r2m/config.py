@@ -118,6 +118,13 @@ class DataConfig:
     pairs_split: str = field(
         default="", metadata={"help": "The split of `data.pairs_path` (as `data.split`); '' = the source's default."}
     )
+    skip_identical_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop preference pairs whose chosen and rejected texts are identical (the full Anthropic "
+            "hh-rlhf has some), counted in metrics/prepare.json; false = such a row is an error naming it."
+        },
+    )
     n_sft: int = field(
         default=3000, metadata={"help": "Posts in the SFT split, one (prompt, reference summary) example each."}
     )

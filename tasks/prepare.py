@@ -61,12 +61,15 @@ def prepare(cfg: Config, workdir: str | Path = ".") -> dict:
     return {"data": str(out), "metrics": metrics}
 
 
-def _load(kind: str, path: str, split: str, workdir: str | Path) -> tuple[list[dict], str]:
+def _load(
+    kind: str, path: str, split: str, workdir: str | Path, *, skip_identical: bool, stats: dict[str, int]
+) -> tuple[list[dict], str]:
     from r2m.data.loaders import load_named
     from r2m.data.real import resolve_source
 
     source = resolve_source(path, workdir)
-    return load_named(kind, source, split or None), path if not split else f"{path}[{split}]"
+    rows = load_named(kind, source, split or None, skip_identical=skip_identical, stats=stats)
+    return rows, path if not split else f"{path}[{split}]"
 
 
 def prepare_real(cfg: Config, workdir: str | Path = ".") -> dict:
@@ -75,9 +78,13 @@ def prepare_real(cfg: Config, workdir: str | Path = ".") -> dict:
     from r2m.data.real import real_task
 
     d = cfg.data
-    rows, label = _load(d.source, d.path, d.split, workdir)
+    stats: dict[str, dict[str, int]] = {"source": {}, "pairs_source": {}}
+    skip = d.skip_identical_pairs
+    rows, label = _load(d.source, d.path, d.split, workdir, skip_identical=skip, stats=stats["source"])
     pair_rows, pair_label = (
-        _load(d.pairs_source, d.pairs_path, d.pairs_split, workdir) if d.pairs_source else (None, "")
+        _load(d.pairs_source, d.pairs_path, d.pairs_split, workdir, skip_identical=skip, stats=stats["pairs_source"])
+        if d.pairs_source
+        else (None, "")
     )
     task = real_task(d, rows, pair_rows, cfg.seed, (label, pair_label))
     paths = Paths.of(cfg, workdir)
@@ -105,6 +112,7 @@ def prepare_real(cfg: Config, workdir: str | Path = ".") -> dict:
             **({"pairs_kind": d.pairs_source, "pairs_path": pair_label} if d.pairs_source else {}),
         },
         **task.info,
+        "read": {k: v for k, v in stats.items() if v},  # rows read and skipped, per source
     }
     write_json(paths.metrics / "prepare.json", metrics)
     return {"data": str(out), "metrics": metrics}

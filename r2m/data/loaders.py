@@ -356,7 +356,18 @@ class _Row:
 
     def distinct(self, chosen: str, rejected: str, field: str = "rejected") -> None:
         if chosen.strip() == rejected.strip():
-            raise self.error(field, "chosen and rejected are identical")
+            raise IdenticalPairError(self.label, self.number, field, IDENTICAL)
+
+
+IDENTICAL = "chosen and rejected are identical"
+
+
+class IdenticalPairError(DataValidationError):
+    """A pair row whose chosen and rejected responses are the same text (no preference to learn from).
+
+    Raised by the row checks; :func:`_collect` skips such rows (counted) when asked to, else re-raises it with a hint
+    naming ``data.skip_identical_pairs``.
+    """
 
 
 def _check_limit(limit: int | None) -> int | None:
@@ -415,17 +426,22 @@ def _collect(
     limit: int | None,
     convert: Converter,
     config: str | None = None,
+    *,
+    skip_identical: bool = False,
+    stats: dict[str, int] | None = None,
 ) -> list[dict]:
     """Convert and validate rows from ``source`` until ``limit`` rows are produced.
 
-    ``convert`` returns the row without its id, or ``None`` to skip a (valid but unusable) record.
+    ``convert`` returns the row without its id, or ``None`` to skip a (valid but unusable) record. A pair whose
+    chosen and rejected texts are identical is an error, or with ``skip_identical`` skipped. ``stats``, when given,
+    receives ``rows_read``, ``skipped`` (records ``convert`` skipped) and ``skipped_identical``.
     """
     limit = _check_limit(limit)
     if limit == 0:
         return []
     label, records = _open_source(source, split, config)
     out: list[dict] = []
-    seen = 0
+    seen = skipped = identical = 0
     with closing(records):
         for index, (number, record) in enumerate(records):
             seen = index + 1
@@ -434,12 +450,23 @@ def _collect(
                 raise row.error(ROW, f"expected a JSON object, got {type(record).__name__}")
             if index == 0:
                 _check_kind(kind, record, row)
-            converted = convert(record, row)
+            try:
+                converted = convert(record, row)
+            except IdenticalPairError as exc:
+                if not skip_identical:
+                    raise DataValidationError(
+                        exc.path, exc.row, exc.field, f"{IDENTICAL} (data.skip_identical_pairs=true drops such rows)"
+                    ) from None
+                identical += 1
+                continue
             if converted is None:
+                skipped += 1
                 continue
             out.append({"id": f"{_KINDS[kind].prefix}-{split}-{index:06d}", **converted})
             if limit is not None and len(out) >= limit:
                 break
+    if stats is not None:
+        stats.update(rows_read=seen, skipped=skipped, skipped_identical=identical)
     if not out:
         if seen == 0:
             raise DatasetError(label, "no rows; point data.path at a non-empty dataset")
@@ -469,13 +496,13 @@ def _convert_tldr(record: Mapping[str, Any], row: _Row) -> dict:
     }
 
 
-def load_tldr(source: str, split: str = "train", limit: int | None = None) -> list[dict]:
+def load_tldr(source: str, split: str = "train", limit: int | None = None, **options: Any) -> list[dict]:
     """Load ``trl-lib/tldr``-format data (``prompt``, ``completion``) as ``SFT_SCHEMA`` rows.
 
     Prompt and completion are kept verbatim (the completion usually starts with a space after
     ``"TL;DR:"``). Ids are ``"tldr-{split}-{index:06d}"``.
     """
-    return _collect("tldr", source, split, limit, _convert_tldr)
+    return _collect("tldr", source, split, limit, _convert_tldr, **options)
 
 
 def tldr_prompts(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
@@ -548,6 +575,7 @@ def load_summarize_from_feedback(
     *,
     config: str | None = "comparisons",
     skip_articles: bool = True,
+    **options: Any,
 ) -> list[dict]:
     """Load OpenAI summarize-from-feedback *comparisons* as ``PAIR_SCHEMA`` rows.
 
@@ -566,7 +594,7 @@ def load_summarize_from_feedback(
 
     src = os.fspath(source)
     is_local = os.path.exists(os.path.expanduser(src))
-    return _collect("summarize_from_feedback", source, split, limit, convert, None if is_local else config)
+    return _collect("summarize_from_feedback", source, split, limit, convert, None if is_local else config, **options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,7 +647,9 @@ def _convert_ufb(record: Mapping[str, Any], row: _Row) -> dict:
     }
 
 
-def load_ultrafeedback_binarized(source: str, split: str = "train_prefs", limit: int | None = None) -> list[dict]:
+def load_ultrafeedback_binarized(
+    source: str, split: str = "train_prefs", limit: int | None = None, **options: Any
+) -> list[dict]:
     """Load ``HuggingFaceH4/ultrafeedback_binarized``-format data as ``PAIR_SCHEMA`` rows (kind ``"ultrafeedback"``).
 
     Input columns: ``prompt`` (str), ``chosen`` / ``rejected`` (lists of ``{"role", "content"}``
@@ -629,7 +659,7 @@ def load_ultrafeedback_binarized(source: str, split: str = "train_prefs", limit:
     and the scores as floats when present. Roles must be system/user/assistant and non-system
     contents non-empty. Ids are ``"ufb-{split}-{index:06d}"``.
     """
-    return _collect("ultrafeedback", source, split, limit, _convert_ufb)
+    return _collect("ultrafeedback", source, split, limit, _convert_ufb, **options)
 
 
 #: The loader of kind ``"ultrafeedback"`` under its kind's name.
@@ -664,7 +694,7 @@ def _convert_preference(record: Mapping[str, Any], row: _Row) -> dict:
     return {**out, **_scores(record, row)}
 
 
-def load_preference(source: str, split: str = "train", limit: int | None = None) -> list[dict]:
+def load_preference(source: str, split: str = "train", limit: int | None = None, **options: Any) -> list[dict]:
     """Load TRL's explicit-prompt preference format as ``PAIR_SCHEMA`` rows (kind ``"preference"``).
 
     Standard rows have flat strings ``prompt``, ``chosen``, ``rejected`` (kept verbatim). Conversational rows have
@@ -675,7 +705,7 @@ def load_preference(source: str, split: str = "train", limit: int | None = None)
     ``score_chosen`` / ``score_rejected`` must be JSON numbers and are kept as floats. ``chosen`` and ``rejected``
     must differ (after stripping). Ids are ``"pref-{split}-{index:06d}"``.
     """
-    return _collect("preference", source, split, limit, _convert_preference)
+    return _collect("preference", source, split, limit, _convert_preference, **options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -712,7 +742,7 @@ def _convert_hh(record: Mapping[str, Any], row: _Row) -> dict:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def load_hh_rlhf(source: str, split: str = "train", limit: int | None = None) -> list[dict]:
+def load_hh_rlhf(source: str, split: str = "train", limit: int | None = None, **options: Any) -> list[dict]:
     """Load ``Anthropic/hh-rlhf``-format data as ``PAIR_SCHEMA`` rows (kind ``"hh_rlhf"``).
 
     Raw rows are ``{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": "..."}`` with an implicit prompt:
@@ -721,7 +751,7 @@ def load_hh_rlhf(source: str, split: str = "train", limit: int | None = None) ->
     identical). Rows that have a ``prompt`` (TRL's explicit-prompt form, e.g. an already split copy) are converted
     as by :func:`load_preference`. Ids are ``"hh-{split}-{index:06d}"``.
     """
-    return _collect("hh_rlhf", source, split, limit, _convert_hh)
+    return _collect("hh_rlhf", source, split, limit, _convert_hh, **options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -738,10 +768,13 @@ LOADERS: dict[str, Callable[..., list[dict]]] = {
 _ALIASES = {"ultrafeedback_binarized": "ultrafeedback"}
 
 
-def load_named(kind: str, source: str, split: str | None = None, limit: int | None = None) -> list[dict]:
+def load_named(
+    kind: str, source: str, split: str | None = None, limit: int | None = None, **options: Any
+) -> list[dict]:
     """Dispatch to ``LOADERS[kind]`` (``"ultrafeedback_binarized"`` is an alias of ``"ultrafeedback"``).
 
-    ``split=None`` uses that loader's default split. Raises :class:`ValueError` listing the valid kinds when
+    ``split=None`` uses that loader's default split; ``options`` (``skip_identical``, ``stats``) go to
+    :func:`_collect`. Raises :class:`ValueError` listing the valid kinds when
     ``kind`` is unknown.
     """
     try:
@@ -749,5 +782,5 @@ def load_named(kind: str, source: str, split: str | None = None, limit: int | No
     except KeyError:
         raise ValueError(f"unknown dataset kind {kind!r}; valid kinds: {', '.join(sorted(LOADERS))}") from None
     if split is None:
-        return loader(source, limit=limit)
-    return loader(source, split, limit)
+        return loader(source, limit=limit, **options)
+    return loader(source, split, limit, **options)

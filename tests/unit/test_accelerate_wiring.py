@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import traceback
-from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +30,7 @@ from r2m.distributed import (
 )
 from r2m.rl.policy_pass import PolicyMonitor, PolicyPass, sequence_states
 from r2m.rl.runner import VLLM_ADDRESS_KEYS, VLLM_KEYS, check_mixed_precision, policy_device, trl_config
+from tests.helpers.gloo import run_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
 # the rl keys of the resume fingerprint before the vLLM keys existed: existing runs' run_config.json stays the same
@@ -322,44 +320,13 @@ def rank_work(r: int, shared: Path) -> dict:
     return out
 
 
-def worker(r: int, world: int, init: str, shared: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=r, world_size=world, timeout=timedelta(seconds=60))
-    result: dict = {}
-    try:
-        result = rank_work(r, Path(shared))
-        dist.barrier()
-    except Exception:
-        result["error"] = traceback.format_exc()
-    finally:
-        torch.save(result, Path(shared) / f"rank{r}.pt")
-        dist.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    import torch.multiprocessing as mp
-
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with gloo is unavailable")
     shared = tmp_path_factory.mktemp("wiring")
     stale = shared / "runs" / "grpo-r2m"  # left by a run with another fingerprint: moved aside once
     stale.mkdir(parents=True)
     (stale / "run_config.json").write_text(json.dumps({"old": 1}))
-    saved = os.environ.get("GLOO_SOCKET_IFNAME")
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    try:
-        method = "spawn"  # fresh interpreters: a fork inherits the state earlier tests left in this process
-        mp.start_processes(
-            worker, args=(2, f"file://{shared / 'rendezvous'}", str(shared)), nprocs=2, join=True, start_method=method
-        )
-    finally:
-        if saved is None:
-            os.environ.pop("GLOO_SOCKET_IFNAME", None)
-    results = [torch.load(shared / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    for res in results:
-        assert "error" not in res, res["error"]
-    return [{**res, "shared": shared} for res in results]
+    return [{**res, "shared": shared} for res in run_ranks(rank_work, shared)]
 
 
 def test_weighted_means_over_the_union_of_the_ranks_keys(ranks):

@@ -28,6 +28,7 @@ from r2m.data.loaders import (  # noqa: E402
     KIND_FIELDS,
     LOADERS,
     PAIR_KINDS,
+    IdenticalPairError,
     detect_kind,
     load_hh_rlhf,
     load_named,
@@ -541,7 +542,15 @@ def test_pair_loaders_reject_identical_chosen_and_rejected(tmp_path: Path, loade
     with pytest.raises(DataValidationError) as err:
         loader(str(path))
     _assert_error(err, "same.jsonl", 2, field)
-    assert str(err.value).endswith("chosen and rejected are identical")
+    assert str(err.value).endswith("chosen and rejected are identical (data.skip_identical_pairs=true drops such rows)")
+    assert not isinstance(err.value, IdenticalPairError)  # the hint-bearing error, not the internal one
+    stats: dict[str, int] = {}
+    rows = loader(str(path), skip_identical=True, stats=stats)
+    assert len(rows) == len(records) - 1
+    assert stats == {"rows_read": len(records), "skipped": 0, "skipped_identical": 1}
+    assert all(r["chosen"].strip() != r["rejected"].strip() for r in rows)
+    # the remaining rows keep their source index in their ids (row 2 = index 1 is the one missing)
+    assert [r["id"].rsplit("-", 1)[1] for r in rows] == [f"{i:06d}" for i in range(len(records)) if i != 1]
 
 
 @pytest.mark.parametrize(("loader", "fixture"), [(load_ultrafeedback_binarized, UFB), (load_preference, PREF)])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from r2m.config import load_config
-from r2m.data.io import PAIR_SCHEMA, PROMPT_SCHEMA, SFT_SCHEMA, DatasetError, read_jsonl
+from r2m.data.io import PAIR_SCHEMA, PROMPT_SCHEMA, SFT_SCHEMA, DatasetError, DataValidationError, read_jsonl
 from r2m.paths import Paths
 from tasks.preferences import dataset_pairs
 from tasks.prepare import prepare
@@ -80,3 +80,18 @@ def test_too_few_prompts_and_unknown_format_write_nothing(tmp_path):
     with pytest.raises(DatasetError, match="not a known dataset format"):
         prepare(cfg, tmp_path)
     assert not (tmp_path / "data").exists()
+
+
+def test_identical_pairs_are_an_error_or_skipped_and_counted(tmp_path):
+    rows = _rows("preference")
+    rows.append({**rows[0], "prompt": "An extra prompt?", "rejected": rows[0]["chosen"]})  # no preference in it
+    src = _write(tmp_path / "p.jsonl", rows)
+    over = ["data.source=preference", f"data.path={src}", "judge.kind=local", *SIZES]
+    cfg = load_config(REPO / "params.yaml", overrides=over)
+    with pytest.raises(DataValidationError, match=rf"row {len(rows)}: field 'rejected': .*skip_identical_pairs"):
+        prepare(cfg, tmp_path)
+    assert not (tmp_path / "data").exists()
+    cfg = load_config(REPO / "params.yaml", overrides=[*over, "data.skip_identical_pairs=true"])
+    m = prepare(cfg, tmp_path)["metrics"]
+    assert m["read"] == {"source": {"rows_read": len(rows), "skipped": 0, "skipped_identical": 1}}
+    assert m["source_prompts"] == N
