@@ -4,6 +4,7 @@ judge and evaluate its outputs, or promote a registered model."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,9 +16,32 @@ from tasks import stages
 set_offline_env()
 
 
-@click.group()
-def main() -> None:
+class _Cli(click.Group):
+    """Bad input a user can fix (a config or data error) from any command: one line ``error: <command>: ...`` on
+    stderr and exit status 2, no traceback unless ``r2m --debug`` (or ``R2M_DEBUG=1``)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            from tasks.common import USER_ERRORS
+
+            if not isinstance(e, USER_ERRORS) or ctx.meta.get(DEBUG) or os.environ.get("R2M_DEBUG"):
+                raise
+            click.echo(f"error: {ctx.invoked_subcommand or ctx.info_name}: {e}", err=True)
+            sys.exit(2)
+
+
+DEBUG = "r2m.debug"
+
+
+@click.group(cls=_Cli)
+@click.version_option(package_name="r2m", prog_name="r2m")
+@click.option("--debug", is_flag=True, help="on bad input (config, data), show the traceback too")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """R2M: Real-Time Aligned Reward Model, as a Prefect + DVC + MLflow RLHF pipeline."""
+    ctx.meta[DEBUG] = debug
 
 
 def _common(f):
@@ -55,6 +79,9 @@ def run(profile, params, overrides, workdir, methods, algos, no_mlflow, dry_run)
     if dry_run:
         _dry_run(params, profile, ov, workdir)
         return
+    from r2m.config import load_config
+
+    load_config(params, profile=profile, overrides=ov)  # a bad config fails here, before any flow run starts
     from flows.pipeline import pipeline
 
     result = pipeline(profile=profile, overrides=ov, params=params, workdir=workdir, mlflow=not no_mlflow)
@@ -107,7 +134,7 @@ def stage(name, profile, params, overrides, workdir, algo, method, no_mlflow, de
         run = f"{algo or cfg.rl.algos[0]}-{method or cfg.rl.methods[0]}" if stages.get(name).matrix else None
         run_stage(name, cfg, workdir, dvc_pipeline_id(cfg), mlflow=not no_mlflow, run=run)
     except USER_ERRORS as e:
-        if debug:
+        if debug or click.get_current_context().meta.get(DEBUG) or os.environ.get("R2M_DEBUG"):
             raise
         click.echo(f"error: {name}: {e}", err=True)
         sys.exit(2)

@@ -1165,7 +1165,7 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def load_config(
-    params: str | Path = "params.yaml",
+    params: str | Path | None = "params.yaml",
     profile: str | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     configs_dir: str | Path | None = None,
@@ -1173,14 +1173,22 @@ def load_config(
     """Build the validated :class:`Config`.
 
     Args:
-        params: the params file (missing -> defaults only).
+        params: the params file; a missing one is a :class:`ConfigError` (``None``: the defaults only).
         profile: overrides ``profile`` from the params file; ``configs/<profile>.yaml`` is applied on top.
         overrides: ``["rl.steps=10", ...]`` or a nested dict, applied last.
         configs_dir: where profile files live (default: ``configs/`` beside the params file).
     """
     cfg = Config()
-    params = Path(params)
-    base = _read_yaml(params) if params.exists() else {}
+    if params is None:
+        if configs_dir is None:
+            raise ConfigError("load_config(params=None) needs configs_dir (where the profiles are)")
+        params = Path(configs_dir).parent / "params.yaml"
+        base: dict = {}
+    else:
+        params = Path(params)
+        if not params.is_file():
+            raise ConfigError(f"{params}: no such params file (pass --params PATH, or run in the project directory)")
+        base = _read_yaml(params)
     _merge_into(cfg, base, str(params))
     if profile:
         cfg.profile = profile

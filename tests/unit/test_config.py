@@ -65,8 +65,18 @@ def test_bad_file_names_the_file(tmp_path):
 def test_profile_may_not_set_the_dvc_matrix(tmp_path):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "tiny.yaml").write_text("rl:\n  methods: [r2m]\n")
+    (tmp_path / "params.yaml").write_text("{}\n")
     with pytest.raises(ConfigError, match=r"tiny.yaml: rl.methods cannot be set in a profile"):
         load_config(tmp_path / "params.yaml")
+
+
+def test_a_missing_params_file_is_an_error(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"missing.yaml: no such params file"):
+        load_config(tmp_path / "missing.yaml")
+    cfg = load_config(None, configs_dir=tmp_path / "configs")  # defaults only, explicitly
+    assert cfg.profile == "tiny" and cfg.rl.steps == Config().rl.steps
 
 
 def test_fingerprint_changes_with_section():
