@@ -17,16 +17,18 @@ set_offline_env()
 
 
 class _Cli(click.Group):
-    """Bad input a user can fix (a config or data error) from any command: one line ``error: <command>: ...`` on
-    stderr and exit status 2, no traceback unless ``r2m --debug`` (or ``R2M_DEBUG=1``)."""
+    """Bad input a user can fix (a config or data error, no Prefect server to schedule on) from any command: one
+    line ``error: <command>: ...`` on stderr and exit status 2, no traceback unless ``r2m --debug`` (or
+    ``R2M_DEBUG=1``)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except Exception as e:
+            from flows.schedule import NoServerError
             from tasks.common import USER_ERRORS
 
-            if not isinstance(e, USER_ERRORS) or ctx.meta.get(DEBUG) or os.environ.get("R2M_DEBUG"):
+            if not isinstance(e, (*USER_ERRORS, NoServerError)) or ctx.meta.get(DEBUG) or os.environ.get("R2M_DEBUG"):
                 raise
             click.echo(f"error: {ctx.invoked_subcommand or ctx.info_name}: {e}", err=True)
             sys.exit(2)
@@ -206,17 +208,44 @@ def dvc_yaml(check, repo) -> None:
 
 @main.command()
 @_common
-@click.option("--cron", required=True, help='cron schedule, e.g. "0 3 * * *"')
-@click.option("--name", default="r2m-scheduled", show_default=True)
-def schedule(profile, params, overrides, workdir, cron, name) -> None:
-    """Serve the pipeline on a cron schedule (needs a Prefect server: ``prefect server start``)."""
-    from flows.pipeline import pipeline
+@click.option(
+    "--flow",
+    "which",
+    type=click.Choice(["pipeline", "rl-rounds", "evaluation", "promotion"]),
+    default="pipeline",
+    show_default=True,
+    help="what each scheduled run does (prefect.yaml has all four)",
+)
+@click.option("--cron", multiple=True, help='cron schedule in UTC, e.g. "0 3 * * *" (repeatable)')
+@click.option("--interval", type=float, multiple=True, help="interval schedule in seconds (repeatable)")
+@click.option("--name", default="r2m-scheduled", show_default=True, help="the deployment's name")
+@click.option("--limit", type=int, default=1, show_default=True, help="runs at once; a run due beyond it waits")
+@click.option("--dry-run", is_flag=True, help="pipeline only: each run resolves and checks the stages, trains nothing")
+@click.option("--no-mlflow", is_flag=True)
+def schedule(profile, params, overrides, workdir, which, cron, interval, name, limit, dry_run, no_mlflow) -> None:
+    """Serve a flow on cron / interval schedules until interrupted. Needs a running Prefect server
+    (``prefect server start``, ``PREFECT_API_URL``); an ephemeral one is refused, since its schedules never fire."""
+    from flows.schedule import require_server, serve_kwargs
+    from r2m.config import load_config
 
-    pipeline.serve(
-        name=name,
-        cron=cron,
-        parameters={"profile": profile, "overrides": list(overrides), "params": params, "workdir": workdir},
-    )
+    ov = list(overrides)
+    load_config(params, profile=profile, overrides=ov)  # a bad config fails here, not in every scheduled run
+    if dry_run and which != "pipeline":
+        raise click.UsageError("--dry-run schedules the pipeline's dry run; it needs --flow pipeline")
+    parameters = {"profile": profile, "overrides": ov, "params": params, "workdir": workdir}
+    if which == "pipeline":
+        parameters |= {"mlflow": not no_mlflow, "dry_run": dry_run}
+    elif which != "promotion":
+        parameters["mlflow"] = not no_mlflow
+    try:
+        kwargs = serve_kwargs(name, cron, interval, limit, parameters)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    url = require_server()
+    click.echo(f"serving {which} as deployment {name!r} on {url} (Ctrl-C stops)", err=True)
+    from flows.pipeline import FLOWS
+
+    FLOWS[which].serve(**kwargs)
 
 
 @main.command()
@@ -235,6 +264,30 @@ def promote(which, metric, min_value, profile, params, overrides, workdir) -> No
     res = tracking.promote(f"{cfg.mlflow.registry_prefix}-{which}", metric=metric, min_value=min_value)
     click.echo(json.dumps(res, indent=2))
     sys.exit(0 if res["promoted"] else 1)
+
+
+@main.command("runs")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="metric column pattern, e.g. '*.gold_final' (repeatable; default: RM accuracy, gold, win rate vs SFT)",
+)
+@click.option("--stages", is_flag=True, help="list every stage run too, not only the pipeline (parent) runs")
+@click.option("--max-results", type=int, default=20, show_default=True)
+@_common
+def runs_cmd(metrics, stages, max_results, profile, params, overrides, workdir) -> None:
+    """The experiment's MLflow runs as a table, newest first: status, git commit, profile, seed, headline metrics."""
+    from r2m import tracking
+    from r2m.config import load_config
+    from tasks.common import tracking_uri
+
+    cfg = load_config(params, profile=profile, overrides=list(overrides))
+    tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment)
+    header, rows = tracking.runs_table(metrics or tracking.DEFAULT_RUN_METRICS, stages, max_results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    click.echo("\n".join(lines))
 
 
 def _judge_options(f):

@@ -849,7 +849,10 @@ class MLflowConfig:
 
     tracking_uri: str = field(
         default="sqlite:///mlflow.db",
-        metadata={"help": "MLflow tracking URI; a relative sqlite:/// path is resolved against the working directory."},
+        metadata={
+            "help": "MLflow tracking URI (the MLFLOW_TRACKING_URI environment variable wins when set); a relative "
+            "sqlite:/// path is resolved against the working directory."
+        },
     )
     experiment: str = field(
         default="r2m",
@@ -1164,6 +1167,24 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+def _changed(values: dict, defaults: dict) -> dict:
+    """The entries of ``values`` (nested) that differ from ``defaults``; ``profile`` never counts."""
+    out: dict = {}
+    for k, v in values.items():
+        d = defaults.get(k, _MISSING_DEFAULT)
+        if k == "profile":
+            continue
+        if isinstance(v, dict) and isinstance(d, dict):
+            if sub := _changed(v, d):
+                out[k] = sub
+        elif v != d:
+            out[k] = v
+    return out
+
+
+_MISSING_DEFAULT = object()
+
+
 def load_config(
     params: str | Path | None = "params.yaml",
     profile: str | None = None,
@@ -1174,7 +1195,9 @@ def load_config(
 
     Args:
         params: the params file; a missing one is a :class:`ConfigError` (``None``: the defaults only).
-        profile: overrides ``profile`` from the params file; ``configs/<profile>.yaml`` is applied on top.
+        profile: overrides ``profile`` from the params file; ``configs/<profile>.yaml`` is applied on top, except
+            for the keys the params file sets to other values than the defaults (``dvc exp run -S key=value``):
+            those win over the profile.
         overrides: ``["rl.steps=10", ...]`` or a nested dict, applied last.
         configs_dir: where profile files live (default: ``configs/`` beside the params file).
     """
@@ -1190,6 +1213,7 @@ def load_config(
             raise ConfigError(f"{params}: no such params file (pass --params PATH, or run in the project directory)")
         base = _read_yaml(params)
     _merge_into(cfg, base, str(params))
+    edited = _changed(cfg.to_dict(), Config().to_dict())  # compared as typed values, not as YAML text
     if profile:
         cfg.profile = profile
     cdir = Path(configs_dir) if configs_dir else params.parent / "configs"
@@ -1206,6 +1230,9 @@ def load_config(
             "params.yaml, so set them there (or with --set for a one-off run)"
         )
     _merge_into(cfg, pdata, str(pfile))
+    # a params.yaml value other than the built-in default is a deliberate change (an edit, `dvc exp run -S`): it
+    # wins over the profile, which otherwise would silently undo it
+    _merge_into(cfg, edited, str(params))
     if overrides:
         items = [parse_override(o) for o in overrides] if isinstance(overrides, list) else [overrides]
         for item in items:

@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,29 @@ def _as_artifact_uri(location: str | Path) -> str:
     return Path(text).resolve().as_uri()
 
 
+def _check_artifact_location(uri: str, name: str, have: str, wanted: str | None) -> None:
+    """Refuse a project-local sqlite database whose experiment keeps its artifacts outside the project.
+
+    MLflow stores an experiment's local artifact location as an absolute path (it resolves relative ones when the
+    experiment is created), so a copied project's ``mlflow.db`` would log every artifact into the original
+    project's ``mlartifacts/``; this names the problem instead.
+    """
+    if wanted is None or not uri.startswith("sqlite:///") or not have.startswith("file:"):
+        return
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    from r2m.config import ConfigError
+
+    db = Path(uri[len("sqlite:///") :].partition("?")[0])
+    have_path, want = Path(local_file_uri_to_path(have)).resolve(), Path(wanted).resolve()
+    if have_path != want and want.parent == db.parent and not have_path.is_relative_to(db.parent):
+        raise ConfigError(
+            f"{db}: experiment {name!r} keeps its artifacts in {have_path}, outside this project ({db.parent}), "
+            "so this database was copied from another project; move it aside (a new one is created) or set "
+            "mlflow.experiment to a new name"
+        )
+
+
 def configure(
     tracking_uri: str = DEFAULT_TRACKING_URI,
     experiment: str = DEFAULT_EXPERIMENT,
@@ -126,7 +150,14 @@ def configure(
         The experiment id.
     """
     uri = _resolve_tracking_uri(tracking_uri)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # MLflow also exports the URI as MLFLOW_TRACKING_URI; keep the environment the user's, so that a user-set URI is
+    # told apart from this process's last choice (one process may track several working directories)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -144,6 +175,7 @@ def configure(
             exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
+        _check_artifact_location(uri, exp.name, exp.artifact_location, artifact_location)
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
@@ -292,6 +324,34 @@ def pipeline_run(pipeline_id: str, tags: dict | None = None) -> str:
     elif extra:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in extra.items()])
     return run_id
+
+
+def set_run_status(run_id: str, status: str) -> None:
+    """Set a run's status: ``RUNNING`` again (a later stage of a DVC pipeline), or end it (``FINISHED``,
+    ``FAILED``, ``KILLED``), with the end time."""
+    client = _client()
+    if status == "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.set_terminated(run_id, status=status)
+
+
+def set_tags(run_id: str, tags: Mapping) -> None:
+    """Set ``tags`` (secrets dropped, values stringified and truncated) on a run."""
+    items = [RunTag(k, v) for k, v in _safe_items(tags, MAX_TAG_VAL_LENGTH).items()]
+    client = _client()
+    for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, tags=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
+
+
+def log_new_params(run_id: str, params: Mapping) -> list[str]:
+    """Log the (flattened, secret-free) ``params`` the run does not have yet; return the keys it already holds
+    with another value (MLflow params are immutable, so those are left as they are)."""
+    client = _client()
+    have = client.get_run(run_id).data.params
+    items = _safe_items(params, MAX_PARAM_VAL_LENGTH)
+    _log_params(client, run_id, {k: v for k, v in items.items() if k not in have})
+    return sorted(k for k, v in items.items() if k in have and have[k] != v)
 
 
 def finish_pipeline_run(pipeline_id: str, status: str = "FINISHED") -> str | None:
@@ -462,6 +522,13 @@ def _check_model_dir(model_dir: Path) -> None:
         )
 
 
+def _relative(path: Path, root: str | Path | None) -> str:
+    """``path`` relative to ``root`` (POSIX) when inside it, else absolute."""
+    if root is not None and path.is_relative_to(Path(root).resolve()):
+        return path.relative_to(Path(root).resolve()).as_posix()
+    return str(path)
+
+
 def register_model_dir(
     model_dir: str | Path,
     name: str,
@@ -471,6 +538,7 @@ def register_model_dir(
     alias: str = "candidate",
     description: str = "",
     metrics: Mapping | None = None,
+    source_root: str | Path | None = None,
 ) -> int:
     """Register a saved model directory as a new version of registered model ``name``; return the version.
 
@@ -478,7 +546,8 @@ def register_model_dir(
     ``config.json``) is logged as an MLflow pyfunc via "models from code" (:mod:`r2m.registry_model`) with
     the directory as the ``model`` artifact, linked to ``run_id`` (explicitly, no active run needed);
     nothing is pickled. The version gets tag ``r2m.kind=<kind>``, the ``description`` and ``alias``.
-    ``metrics`` (optional) are logged on ``run_id`` first, so :func:`promote` can gate on them.
+    ``metrics`` (optional) are logged on ``run_id`` first, so :func:`promote` can gate on them. The version's
+    ``r2m.source_dir`` tag is the directory relative to ``source_root`` (the project) when it lies inside it.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
@@ -508,7 +577,7 @@ def register_model_dir(
         name,
         source=info.model_uri,
         run_id=run_id,
-        tags={TAG_KIND: kind, "r2m.source_dir": str(model_dir)},
+        tags={TAG_KIND: kind, "r2m.source_dir": _relative(model_dir, source_root)},
         description=description or None,
         model_id=info.model_id,
     )
@@ -647,3 +716,43 @@ def promote(
     result["reason"] = reason
     log.info("promote %s: %s", name, reason)
     return result
+
+
+# --------------------------------------------------------------------------------------------- comparing runs
+DEFAULT_RUN_METRICS = ("rm_test_accuracy", "*.gold_final", "*.gold_best_heldout", "*.win_rate_vs_sft")
+
+
+def runs_table(
+    metrics: Sequence[str] = DEFAULT_RUN_METRICS, stages: bool = False, max_results: int = 20
+) -> tuple[list[str], list[list[str]]]:
+    """An experiment's runs, newest first, as ``(header, rows)``: name, status, start (UTC), git commit (``*``:
+    dirty), profile, seed and the metrics matching the ``metrics`` patterns (``fnmatch``). Pipeline (parent) runs
+    only unless ``stages``."""
+    import fnmatch
+    from datetime import datetime
+
+    exp_id = _ensure_configured()
+    role = "" if stages else f"tags.`{TAG_ROLE}` = 'pipeline'"
+    found = _client().search_runs(
+        [exp_id], filter_string=role, order_by=["attributes.start_time DESC"], max_results=max_results
+    )
+    names = sorted({k for r in found for k in r.data.metrics if any(fnmatch.fnmatch(k, p) for p in metrics)})
+    header = ["run", "status", "start (UTC)", "git", "profile", "seed", *names]
+    rows = []
+    for r in found:
+        tags, params = r.data.tags, r.data.params
+        commit = tags.get("r2m.git.commit", "")[:8] + ("*" if tags.get("r2m.git.dirty") == "true" else "")
+        start = datetime.fromtimestamp(r.info.start_time / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+        values = [f"{r.data.metrics[k]:.4g}" if k in r.data.metrics else "" for k in names]
+        rows.append(
+            [
+                r.info.run_name or r.info.run_id,
+                r.info.status,
+                start,
+                commit,
+                params.get("profile", ""),
+                params.get("seed", ""),
+                *values,
+            ]
+        )
+    return header, rows

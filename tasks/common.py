@@ -40,8 +40,9 @@ def dvc_pipeline_id(cfg: Config) -> str:
 
 
 def tracking_uri(cfg: Config, workdir: str | Path) -> str:
-    """``mlflow.tracking_uri`` with a relative sqlite path resolved against the working directory."""
-    uri = cfg.mlflow.tracking_uri
+    """``MLFLOW_TRACKING_URI`` when set (MLflow's own convention, e.g. a tracking server), else
+    ``mlflow.tracking_uri``; a relative sqlite path is resolved against the working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{Path(workdir).resolve() / uri[len('sqlite:///') :]}"
     return uri
@@ -49,9 +50,20 @@ def tracking_uri(cfg: Config, workdir: str | Path) -> str:
 
 @contextlib.contextmanager
 def tracked(
-    name: str, cfg: Config, workdir: str | Path, pipeline_id: str | None, params: dict | None = None
+    name: str,
+    cfg: Config,
+    workdir: str | Path,
+    pipeline_id: str | None,
+    params: dict | None = None,
+    tags: dict | None = None,
 ) -> Iterator[object]:
-    """An MLflow nested run ``name`` (``mlflow.tracking_uri`` relative to the working directory) with ``params``."""
+    """An MLflow run ``name`` (``mlflow.tracking_uri`` relative to the working directory) with ``params`` and
+    ``tags``, nested under the pipeline's parent run when there is one (``pipeline_id`` or ``R2M_PIPELINE_ID``).
+
+    The parent carries the whole configuration as params and the git state as tags, is RUNNING while a stage runs
+    and ends FINISHED or FAILED with it, so a ``dvc repro`` (one process per stage, no flow to close the parent)
+    leaves no run RUNNING. Yields the stage run; its ``parent_id`` attribute is the parent's id (or None).
+    """
     from r2m import tracking
 
     tracking.configure(
@@ -59,12 +71,32 @@ def tracked(
         cfg.mlflow.experiment,
         artifact_location=str(Path(workdir).resolve() / "mlartifacts"),
     )
+    pid = pipeline_id or os.environ.get(tracking.PIPELINE_ID_ENV) or None
+    parent = None
+    if pid:
+        from tasks import lineage
+
+        parent = tracking.pipeline_run(pid, tags=lineage.git_state(stages.ROOT))
+        differ = tracking.log_new_params(parent, cfg.to_dict())
+        if differ:  # one parent for several configurations (a shared R2M_PIPELINE_ID): say so on the run
+            tracking.set_tags(parent, {"r2m.config.differs": ", ".join(differ)})
+        tracking.set_run_status(parent, "RUNNING")
     t0 = time.perf_counter()
-    with tracking.stage_run(
-        name, pipeline_id=pipeline_id, params={"profile": cfg.profile, "seed": cfg.seed, **(params or {})}
-    ) as run:
-        yield run
-        tracking.log_metrics_dict({"stage_seconds": time.perf_counter() - t0})
+    status = "FAILED"
+    try:
+        with tracking.stage_run(
+            name, pipeline_id=pid, params={"profile": cfg.profile, "seed": cfg.seed, **(params or {})}, tags=tags
+        ) as run:
+            run.parent_id = parent
+            yield run
+            tracking.log_metrics_dict({"stage_seconds": time.perf_counter() - t0})
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if parent:
+            tracking.set_run_status(parent, status)
 
 
 def set_threads(cfg: Config) -> None:
@@ -120,11 +152,15 @@ def run_stage(
             write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
         return result
     from r2m import tracking
+    from tasks import lineage
 
     params = {**matrix, **stages.declared_params(cfg, stage)}
-    with tracked(label, cfg, workdir, pipeline_id, params=params):
+    tags = lineage.stage_tags(cfg, stage, run, workdir)
+    with tracked(label, cfg, workdir, pipeline_id, params=params, tags=tags) as active:
         result = fn(view, workdir, **matrix, **kwargs)
         tracking.log_metrics_dict(result.get("metrics", {}))
+        if result.get("headline") and active.parent_id:  # the results a reader looks for first, on the parent
+            tracking.log_metrics_dict(result["headline"], run_id=active.parent_id)
         for rows in result.get("step_metrics", []):
             tracking.log_step_metrics(rows)
         for path in result.get("artifacts", []):

@@ -50,16 +50,27 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
         kind="policy",
         description=f"{best} final policy",
         metrics=metrics,
+        source_root=paths.root,
     )
     rv = tracking.register_model_dir(
-        paths.rm, rm_name, run_id=run_id, kind="reward_model", description="vanilla Bradley-Terry reward model"
+        paths.rm,
+        rm_name,
+        run_id=run_id,
+        kind="reward_model",
+        description="vanilla Bradley-Terry reward model",
+        source_root=paths.root,
     )
     head_runs = [r for r in cfg.run_names() if (paths.rl_run(r) / "final" / "reward_head").exists()]
     if head_runs:  # R2M: the cross-attention + score head of the best R2M-style run, loadable with its trunk + policy
         head_run, _ = pick_best(paths, head_runs)
         head_dir = paths.rl_run(head_run) / "final" / "reward_head"
         hv = tracking.register_model_dir(
-            head_dir, f"{prefix}-reward-head", run_id=run_id, kind="reward_head", description=f"{head_run} R2M head"
+            head_dir,
+            f"{prefix}-reward-head",
+            run_id=run_id,
+            kind="reward_head",
+            description=f"{head_run} R2M head",
+            source_root=paths.root,
         )
     out = {
         "best_run": best,

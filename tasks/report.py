@@ -19,6 +19,32 @@ from r2m.paths import Paths
 from r2m.rl.runner import load_rows
 
 
+def headline(summary: dict) -> dict[str, float]:
+    """The results a reader of the pipeline's parent MLflow run looks for first, per run: gold, proxy and KL at the
+    end of training (``train_*``, RL prompts) and the peak of the gold moving average; gold of the final checkpoint
+    and of those chosen by the held-out RM and by gold (the oracle) on the eval prompts; the final policy's win
+    rates against SFT and the references; the reward model's accuracies."""
+    out: dict[str, float] = {"rm_test_accuracy": summary["rm_test_accuracy"]}
+    if summary.get("sft_gold_mean") is not None:
+        out["sft_gold_mean"] = summary["sft_gold_mean"]
+    for row in summary["runs"]:
+        run, rl, ck = row["run"], row.get("rl") or {}, row.get("checkpoints") or {}
+        picks = {
+            "train_gold_final": rl.get("gold_score_final"),
+            "train_proxy_final": rl.get("proxy_reward_final"),
+            "train_kl_final": rl.get("kl_to_ref_final"),
+            "train_gold_peak_ma": rl.get("gold_peak_ma"),
+            "gold_final": (ck.get("final") or {}).get("gold"),
+            "gold_best_heldout": (ck.get("best_heldout") or {}).get("gold"),
+            "gold_oracle": (ck.get("oracle") or {}).get("gold"),
+            "win_rate_vs_sft": (row.get("vs_sft") or {}).get("win_rate_ties_half"),
+            "win_rate_vs_reference": (row.get("vs_reference") or {}).get("win_rate_ties_half"),
+            "rm_accuracy_policy_pairs": (row.get("rm_policy_pairs") or {}).get("accuracy"),
+        }
+        out.update({f"{run}.{k}": float(v) for k, v in picks.items() if isinstance(v, int | float)})
+    return out
+
+
 def report(cfg: Config, workdir: str | Path = ".") -> dict:
     paths = Paths.of(cfg, workdir)
     runs, rows = {}, []
@@ -54,6 +80,7 @@ def report(cfg: Config, workdir: str | Path = ".") -> dict:
     write_json(paths.metrics / "summary.json", summary)
     return {
         "metrics": {"rm_test_accuracy": rm["test_accuracy"]},
+        "headline": headline(summary),
         "artifacts": [*plots, paths.metrics / "summary.md"],
         "table": table,
     }

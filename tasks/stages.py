@@ -71,7 +71,8 @@ class Stage:
         images: PNG plots it writes (DVC outputs, listed under top-level ``plots:``).
         matrix: runs once per ``<algo>-<method>``.
         needs_mlflow: cannot run without MLflow (it writes to the model registry).
-        prefect_retries: Prefect task retries (RL resumes from its last finished round).
+        prefect_retries: Prefect task retries, never on bad input (exit status 2): RL resumes from its last
+            finished round, evaluation keeps the judge replies it has.
         optional: runs only when a method of ``rl.methods`` names it in its registry entry's ``needs``
             (:mod:`r2m.rl.methods`); its outputs are then deps of that method's RL runs only.
     """
@@ -133,7 +134,7 @@ STAGES: tuple[Stage, ...] = (
         func="tasks.sft:sft",
         doc="the SFT reference policy (tokenizer trained here for the tiny policy) and its eval generations",
         deps=("data/sft.jsonl", "data/eval_prompts.jsonl"),
-        params=("policy", "tokenizer", "sft", "evaluate", "rl.temperature"),
+        params=("policy", "tokenizer", "sft", "evaluate.max_new_tokens", "evaluate.greedy", "rl.temperature"),
         outs=(Out("models/sft"),),
         metrics=("metrics/sft.json",),
     ),
@@ -241,6 +242,7 @@ STAGES: tuple[Stage, ...] = (
         outs=(Out(f"metrics/eval/{RUN}_generations.jsonl", cache=False),),
         metrics=(f"metrics/eval/{RUN}.json",),
         matrix=True,
+        prefect_retries=1,  # a judge API still failing after the client's own retries; its replies are cached
     ),
     Stage(
         name="hidden_states",

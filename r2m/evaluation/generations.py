@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from r2m.config import Config
-from r2m.data.io import read_jsonl
+from r2m.data.io import DatasetError, read_jsonl
 from r2m.generation import generate
 from r2m.models.builders import load_causal_lm
 from r2m.paths import SFT_GENERATIONS, Paths
@@ -46,20 +46,22 @@ def eval_rows(cfg: Config, paths: Paths) -> list[dict]:
 
 
 def completions_by_id(path: Path, rows: list[dict]) -> list[str]:
-    """Completions from a JSONL of ``{"id", "completion"}`` rows, aligned with ``rows`` (every id must be there)."""
+    """Completions from a JSONL of ``{"id", "completion"}`` rows, aligned with ``rows`` (every id must be there).
+
+    A missing file or id is a :class:`DatasetError` naming the file (a bad row: :class:`DataValidationError`)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found")
+        raise DatasetError(path, "not found")
     got = {g["id"]: g["completion"] for g in read_jsonl(path, GENERATION_SCHEMA, allow_empty_str=True)}
     missing = [r["id"] for r in rows if r["id"] not in got]
     if missing:
-        raise ValueError(f"{path}: no completion for {len(missing)} eval prompt id(s), e.g. {missing[:3]} (field 'id')")
+        raise DatasetError(path, f"no completion for {len(missing)} eval prompt id(s), e.g. {missing[:3]} (field 'id')")
     return [got[r["id"]] for r in rows]
 
 
 def generate_from(cfg: Config, policy_dir: Path, rows: list[dict]) -> list[str]:
     """Eval generations of a saved policy checkpoint (e.g. an RL round)."""
     if not policy_dir.exists():
-        raise FileNotFoundError(f"{policy_dir}: no such checkpoint")
+        raise DatasetError(policy_dir, "no such checkpoint")
     model, tok = load_causal_lm(policy_dir)
     return eval_generations(model, tok, rows, cfg)
 
@@ -77,8 +79,9 @@ def generations(cfg: Config, paths: Paths, source: str, rows: list[dict]) -> lis
         return generate_from(cfg, paths.rl_run(m["run"]) / m["round"] / "policy", rows)
     path = paths.metrics / "eval" / f"{source}_generations.jsonl"
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: no generations for {source!r}; run its evaluate stage, or use reference, sft, "
-            "<algo>-<method>@round_<k> or a .jsonl file"
+        raise DatasetError(
+            path,
+            f"no generations for {source!r}; run its evaluate stage, or use reference, sft, "
+            "<algo>-<method>@round_<k> or a .jsonl file",
         )
     return completions_by_id(path, rows)

@@ -1,5 +1,6 @@
 """`dvc repro` runs the same stages on the `ci` profile; a second `dvc repro` has nothing to do; the DVC commands a
-user reaches for (metrics show/diff, plots show, exp run -S) work on the result."""
+user reaches for (metrics show/diff, plots show/diff, exp run -S, exp show --only-changed, push to a local remote
+and pull into a clean clone) work on the result."""
 
 from __future__ import annotations
 
@@ -59,11 +60,40 @@ def test_dvc_repro_then_nothing_to_reproduce(repo, tmp_path):
     plots = sh(["dvc", "plots", "show", "-o", "dvc_plots"], wd, env)
     assert (wd / "dvc_plots" / "index.html").exists(), plots
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    assert "dvc_plots" not in sh(["git", "status", "--porcelain"], wd, env), "dvc_plots/ is not ignored"
     sh([*git, "add", "-A"], wd, env)
     sh([*git, "commit", "-qm", "baseline"], wd, env)
+    assert sh(["git", "status", "--porcelain"], wd, env) == "", "a dvc repro output is neither tracked nor ignored"
+
+    # a local remote: dvc push, then a clean clone's dvc pull restores everything and there is nothing to reproduce
+    store = tmp_path / "store"
+    sh(["dvc", "remote", "add", "-d", "store", str(store)], wd, env)
+    sh([*git, "commit", "-qam", "remote"], wd, env)
+    sh(["dvc", "push"], wd, env)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(wd), str(clone)], tmp_path, env)
+    assert not (clone / "models").exists()
+    sh(["dvc", "pull"], clone, {**env, "PYTHONPATH": str(clone)})
+    for f in ("models/rl/grpo-vanilla/final/policy/model.safetensors", "data/rm_train.jsonl", "metrics/summary.json"):
+        assert (clone / f).read_bytes() == (wd / f).read_bytes(), f
+    assert "up to date" in sh(["dvc", "status"], clone, {**env, "PYTHONPATH": str(clone)})
+
     # an experiment that changes only the analysis: only hidden_states and what follows it rerun
-    out = sh(["dvc", "exp", "run", "-S", "analysis.n_permutations=10"], wd, env)
+    out = sh(["dvc", "exp", "run", "-n", "perm10", "-S", "analysis.n_permutations=10"], wd, env)
     assert "Running stage 'hidden_states'" in out and "Running stage 'sft'" not in out, out
-    diff = json.loads(sh(["dvc", "exp", "show", "--json"], wd, env))
-    assert diff, "dvc exp show lists no experiment"
+    # -S on a key the profile sets wins over the profile (ci sets best_of_n.n_prompts: 4)
+    out = sh(["dvc", "exp", "run", "-n", "bon2", "-S", "best_of_n.n_prompts=2"], wd, env)
+    assert "Running stage 'best_of_n'" in out and "Running stage 'rl@" not in out, out
+    assert json.loads((wd / "metrics" / "best_of_n.json").read_text())["n_prompts"] == 2
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], wd, env))
+    exps = {r["name"]: r["data"] for row in shown for e in row.get("experiments") or [] for r in e["revs"]}
+    assert {"perm10", "bon2"} <= set(exps), list(exps)
+    bon2 = exps["bon2"]
+    assert bon2["metrics"]["metrics/best_of_n.json"]["data"]["n_prompts"] == 2  # metrics tracked, not '!'
+    assert bon2["params"]["params.yaml"]["data"]["best_of_n"]["n_prompts"] == 2
+    changed = sh(["dvc", "exp", "show", "--only-changed", "--csv"], wd, env).splitlines()[0].split(",")
+    assert "best_of_n.n_prompts" in changed and "analysis.n_permutations" in changed and len(changed) < 120, changed
     assert "metrics/hidden_states.json" in sh(["dvc", "metrics", "diff", "--all"], wd, env)
+    assert "n_prompts" in sh(["dvc", "metrics", "diff", "HEAD", "bon2"], wd, env)
+    sh(["dvc", "plots", "diff", "HEAD", "bon2", "-o", "dvc_plots"], wd, env)
+    assert (wd / "dvc_plots" / "index.html").exists()

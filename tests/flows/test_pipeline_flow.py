@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 
 import pytest
 
-from tests.conftest import make_workdir
+from tests.conftest import REPO, make_workdir
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +75,32 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
         "report",
         "register",
     } <= children
+    # lineage: the parent holds the whole config and the headline metrics; each stage run the config it reads,
+    # the code's git state and the content hash of every input
+    parent = parents[0].data
+    assert parent.params["profile"] == "ci" and parent.params["rl.lr"] and parent.params["data.n_sft"] == "400"
+    assert {"rm_test_accuracy", "grpo-r2m.gold_final", "grpo-vanilla.win_rate_vs_sft"} <= set(parent.metrics)
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    by_stage = {r.data.tags.get("r2m.stage"): r.data for r in runs}
+    for name, data in by_stage.items():
+        if name is None:
+            continue
+        assert data.tags["r2m.git.commit"] == head.stdout.strip() and data.tags["r2m.git.dirty"] in ("true", "false")
+        assert len(data.tags["r2m.inputs.sha256"]) == 64, name
+    sft_data = (wd / "data" / "sft.jsonl").read_bytes()
+    assert by_stage["sft"].tags["r2m.input.data/sft.jsonl"] == hashlib.sha256(sft_data).hexdigest()
+    assert {"rl.lr", "rl.steps", "r2m.rm_lr", "algo", "method"} <= set(by_stage["rl-grpo-r2m"].params)
+    assert {"evaluate.n_policy_pairs", "judge.kind"} <= set(by_stage["evaluate-grpo-r2m"].params)
+    version = client.get_model_version("r2m-policy", str(reg["policy"]["version"]))
+    assert version.tags["r2m.source_dir"] == f"models/rl/{reg['best_run']}/final/policy"  # relative: copies work
+    from click.testing import CliRunner
+
+    from flows.cli import main
+
+    table = CliRunner().invoke(main, ["runs", "--workdir", str(wd), "--params", str(wd / "params.yaml")])
+    assert table.exit_code == 0 and parents[0].info.run_name in table.output and "FINISHED" in table.output
+    assert "grpo-r2m.gold_final" in table.output.splitlines()[0]
+
     rl_run = next(r for r in runs if r.data.tags.get("r2m.stage") == "rl-grpo-vanilla")
     hist = client.get_metric_history(rl_run.info.run_id, "gold_score")
     assert [m.step for m in hist] == [1, 2, 3, 4]
@@ -89,3 +117,36 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tracking.load_registered("r2m-policy", "candidate"))
+
+    # An identical rerun is a cache hit for every stage: no stage runs, nothing new is registered.
+    def stage_runs() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in client.search_runs([exp.experiment_id]):
+            if stage := r.data.tags.get("r2m.stage"):
+                out[stage] = out.get(stage, 0) + 1
+        return out
+
+    before = stage_runs()
+    sft_bytes = (wd / "models" / "sft" / "model.safetensors").stat().st_mtime_ns
+    kwargs = {"profile": "ci", "params": str(wd / "params.yaml"), "workdir": str(wd)}
+    pipeline(overrides=["rl.algos=[grpo]", "rl.methods=[vanilla, r2m]"], **kwargs)
+    assert stage_runs() == before
+    assert (wd / "models" / "sft" / "model.safetensors").stat().st_mtime_ns == sft_bytes
+    assert len(client.search_model_versions("name='r2m-policy'")) == 1
+    assert json.loads((wd / "registry.json").read_text()) == reg
+
+    # A judge-only change reruns judging and what reads its results; nothing upstream trains again.
+    pipeline(overrides=["rl.algos=[grpo]", "rl.methods=[vanilla, r2m]", "judge.max_items=4"], **kwargs)
+    after = stage_runs()
+    upstream = ("prepare", "sft", "preferences", "reward_model", "best_of_n", "rl-grpo-vanilla", "rl-grpo-r2m")
+    assert {s: after[s] for s in upstream} == {s: before[s] for s in upstream}
+    assert after["evaluate-grpo-vanilla"] == before["evaluate-grpo-vanilla"] + 1
+    assert after["hidden_states"] == before["hidden_states"]  # it reads no judge output
+
+    # A deleted output is not trusted to the cache: the stage runs again.
+    import shutil
+
+    shutil.rmtree(wd / "models" / "rm_heldout")
+    pipeline(overrides=["rl.algos=[grpo]", "rl.methods=[vanilla, r2m]", "judge.max_items=4"], **kwargs)
+    assert (wd / "models" / "rm_heldout").is_dir()
+    assert stage_runs()["reward_model"] == before["reward_model"] + 1

@@ -320,6 +320,8 @@ def _other_value(key: str, v):
     choices = _choices(key) if not isinstance(v, list) else None
     if choices and isinstance(v, str):
         return next(c for c in choices if c != v)
+    if key == "rl.rounds":  # a valid one: rl.steps (the profile's) stays a multiple of it
+        return 1 if v != 1 else 2
     if key == "rl.algos":
         return [*v, next(a for a in ALGOS if a not in v)]
     if key == "rl.methods":

@@ -62,18 +62,20 @@ def test_judge_max_items_and_jsonl_source(tiny_pipeline, tmp_path):
 
 
 def test_judge_rejects_bad_sources(tiny_pipeline, tmp_path):
-    from r2m.data.io import DataValidationError
-
     wd = judge_workdir(tiny_pipeline, tmp_path)
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"id": "nope", "completion": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl: no completion for 12 eval prompt id"):
-        cli(wd, "judge", "--a", str(bad), "--b", "reference", "--judge", "gold", "--no-mlflow")
-    bad.write_text(json.dumps({"id": "nope"}) + "\n")
-    with pytest.raises(DataValidationError, match=r"bad.jsonl: row 1: field 'completion'"):
-        cli(wd, "judge", "--a", str(bad), "--b", "reference", "--judge", "gold", "--no-mlflow")
-    with pytest.raises(FileNotFoundError, match=r"no generations for 'rloo-r2m'"):
-        cli(wd, "judge", "--a", "rloo-r2m", "--b", "reference", "--judge", "gold", "--no-mlflow")
+    # bad sources are the user's to fix: one line naming the file (and row and field), exit status 2, no traceback
+    for rows, source, msg in (
+        ('{"id": "nope", "completion": "x"}', str(bad), "bad.jsonl: no completion for 12 eval prompt id"),
+        ('{"id": "nope"}', str(bad), "bad.jsonl: row 1: field 'completion'"),
+        (None, "rloo-r2m", "no generations for 'rloo-r2m'"),
+        (None, "grpo-r2m@round_9", "round_9/policy: no such checkpoint"),
+    ):
+        if rows:
+            bad.write_text(rows + "\n")
+        res = cli(wd, "judge", "--a", source, "--b", "reference", "--judge", "gold", "--no-mlflow")
+        assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+        assert res.stderr.startswith("error: judge: ") and msg in res.stderr, res.stderr
     assert not (wd / "reports" / "gold" / "bad_vs_reference.json").exists()
 
 

@@ -148,3 +148,25 @@ def test_data_sources_are_the_loaders():
     assert set(DATA_SOURCES) - {"synthetic"} <= set(loaders.LOADERS)
     assert set(PAIR_SOURCES) == set(loaders.PAIR_KINDS)
     assert set(COMPLETION_SOURCES) == set(loaders.COMPLETION_KINDS)
+
+
+def test_a_params_file_edit_wins_over_the_profile(tmp_path):
+    """`dvc exp run -S rl.steps=8` edits params.yaml; with `profile: ci` (rl.steps 4) the edit must not be undone."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "ci"
+    ci = load_config(REPO / "params.yaml", profile="ci")
+    assert ci.rl.steps != 8 and ci.rl.steps != Config().rl.steps  # the profile sets it
+    params["rl"]["steps"] = 8
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_config(tmp_path / "params.yaml")
+    assert cfg.profile == "ci" and cfg.rl.steps == 8
+    assert cfg.rl.rounds == ci.rl.rounds  # every other key the profile sets still comes from it
+    assert load_config(tmp_path / "params.yaml", overrides=["rl.steps=6"]).rl.steps == 6  # --set goes last
+    params["rl"]["steps"] = Config().rl.steps  # a default value is no edit: the profile's applies
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert load_config(tmp_path / "params.yaml").rl.steps == ci.rl.steps
