@@ -255,13 +255,11 @@ def schedule(profile, params, overrides, workdir, which, cron, interval, name, l
 @_common
 def promote(which, metric, min_value, profile, params, overrides, workdir) -> None:
     """Move alias ``champion`` to the ``candidate`` version if it beats the current champion on METRIC."""
-    from r2m import tracking
     from r2m.config import load_config
-    from tasks.common import tracking_uri
+    from tasks.register import promote as promote_candidate
 
     cfg = load_config(params, profile=profile, overrides=list(overrides))
-    tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment)
-    res = tracking.promote(f"{cfg.mlflow.registry_prefix}-{which}", metric=metric, min_value=min_value)
+    res = promote_candidate(cfg, workdir, which, metric, min_value)
     click.echo(json.dumps(res, indent=2))
     sys.exit(0 if res["promoted"] else 1)
 
@@ -280,10 +278,9 @@ def runs_cmd(metrics, stages, max_results, profile, params, overrides, workdir) 
     """The experiment's MLflow runs as a table, newest first: status, git commit, profile, seed, headline metrics."""
     from r2m import tracking
     from r2m.config import load_config
-    from tasks.common import tracking_uri
+    from tasks.common import configure_tracking
 
-    cfg = load_config(params, profile=profile, overrides=list(overrides))
-    tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment)
+    configure_tracking(load_config(params, profile=profile, overrides=list(overrides)), workdir)
     header, rows = tracking.runs_table(metrics or tracking.DEFAULT_RUN_METRICS, stages, max_results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -122,8 +122,9 @@ def _run_cached(stage: stages.Stage, cfg, run: str | None, cmd: list[str]) -> No
     workdir = cmd[cmd.index("--workdir") + 1]
     key = caching.input_key(cfg, stage, run, workdir, mlflow="--no-mlflow" not in cmd)
     name = "-".join([stage.name, *([run] if run else [])])
-    digest = TASKS[stage.name].with_options(task_run_name=name)(cmd, key, run, workdir)
-    if digest != caching.outputs_digest(stage, run, workdir):
+    state = TASKS[stage.name].with_options(task_run_name=name)(cmd, key, run, workdir, return_state=True)
+    digest = state.result()  # raises when the stage failed
+    if state.name == "Cached" and digest != caching.outputs_digest(stage, run, workdir):
         get_run_logger().info("%s: cached outputs changed on disk; running it again", name)
         TASKS[stage.name].with_options(task_run_name=name, refresh_cache=True)(cmd, key, run, workdir)
 
@@ -152,9 +153,9 @@ def pipeline(
     registered = read_json(paths.root / REGISTRY_FILE) if mlflow else None
     if mlflow:
         from r2m import tracking
-        from tasks.common import tracking_uri
+        from tasks.common import configure_tracking
 
-        tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment)
+        configure_tracking(cfg, workdir)
         tracking.finish_pipeline_run(dvc_pipeline_id(cfg))
     table = (paths.metrics / "summary.md").read_text()
     create_markdown_artifact(key="r2m-summary", markdown=table, description=f"R2M pipeline summary ({cfg.profile})")
@@ -208,12 +209,10 @@ def promotion(
 ) -> dict:
     """Move registry alias ``champion`` to the ``candidate`` version of ``<registry_prefix>-<model>`` if it passes
     the gate on ``metric`` (``r2m promote``); returns the decision and its reason."""
-    from r2m import tracking
-    from tasks.common import tracking_uri
+    from tasks.register import promote
 
     cfg = load_config(params, profile=profile, overrides=list(overrides or []))
-    tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment)
-    res = tracking.promote(f"{cfg.mlflow.registry_prefix}-{model}", metric=metric, min_value=min_value)
+    res = promote(cfg, workdir, model, metric, min_value)
     get_run_logger().info("promotion of %s: %s", model, res)
     return res
 

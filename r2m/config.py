@@ -1171,9 +1171,9 @@ def _changed(values: dict, defaults: dict) -> dict:
     """The entries of ``values`` (nested) that differ from ``defaults``; ``profile`` never counts."""
     out: dict = {}
     for k, v in values.items():
-        d = defaults.get(k, _MISSING_DEFAULT)
         if k == "profile":
             continue
+        d = defaults.get(k, _MISSING_DEFAULT)
         if isinstance(v, dict) and isinstance(d, dict):
             if sub := _changed(v, d):
                 out[k] = sub

@@ -63,8 +63,22 @@ def declared_config(cfg: Config, stage: stages.Stage) -> dict:
     return {**{k: d[k] for k in stages.COMMON_PARAMS}, **stages.declared_params(cfg, stage)}
 
 
-def input_key(cfg: Config, stage: stages.Stage, run: str | None, workdir: str | Path, mlflow: bool) -> str:
-    """The cache key of one stage run: sha256 over its declared config, input bytes and code bytes (hex)."""
+def input_digests(stage: stages.Stage, run: str | None, workdir: str | Path) -> dict[str, str]:
+    """``{path: path_digest}`` of the stage's declared inputs in ``workdir``."""
+    wd = Path(workdir).resolve()
+    return {p: path_digest(wd / p) for p in stage_inputs(stage, run)}
+
+
+def input_key(
+    cfg: Config,
+    stage: stages.Stage,
+    run: str | None,
+    workdir: str | Path,
+    mlflow: bool,
+    inputs: dict[str, str] | None = None,
+) -> str:
+    """The cache key of one stage run: sha256 over its declared config, input bytes and code bytes (hex).
+    ``inputs``: :func:`input_digests`, when the caller has them already."""
     wd = Path(workdir).resolve()
     doc = {
         "stage": stage.name,
@@ -72,7 +86,7 @@ def input_key(cfg: Config, stage: stages.Stage, run: str | None, workdir: str | 
         "workdir": str(wd),
         "mlflow": tracking_uri(cfg, wd) if mlflow else None,  # a run logged elsewhere is another run
         "config": declared_config(cfg, stage),
-        "inputs": {p: path_digest(wd / p) for p in stage_inputs(stage, run)},
+        "inputs": input_digests(stage, run, wd) if inputs is None else inputs,
         "code": {p: path_digest(stages.ROOT / p) for p in stage.code()},
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

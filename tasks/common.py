@@ -48,6 +48,14 @@ def tracking_uri(cfg: Config, workdir: str | Path) -> str:
     return uri
 
 
+def configure_tracking(cfg: Config, workdir: str | Path, artifact_location: str | None = None) -> str:
+    """Point MLflow at the project's tracking URI (:func:`tracking_uri`) and ``mlflow.experiment``; returns the
+    experiment id. ``artifact_location``: where a new experiment keeps its artifacts (``r2m.tracking.configure``)."""
+    from r2m import tracking
+
+    return tracking.configure(tracking_uri(cfg, workdir), cfg.mlflow.experiment, artifact_location=artifact_location)
+
+
 @contextlib.contextmanager
 def tracked(
     name: str,
@@ -60,23 +68,21 @@ def tracked(
     """An MLflow run ``name`` (``mlflow.tracking_uri`` relative to the working directory) with ``params`` and
     ``tags``, nested under the pipeline's parent run when there is one (``pipeline_id`` or ``R2M_PIPELINE_ID``).
 
-    The parent carries the whole configuration as params and the git state as tags, is RUNNING while a stage runs
+    Both runs are tagged with the code's git state (:func:`tasks.lineage.git_state`). The parent carries the whole
+    configuration as params, is RUNNING while a stage runs
     and ends FINISHED or FAILED with it, so a ``dvc repro`` (one process per stage, no flow to close the parent)
     leaves no run RUNNING. Yields the stage run; its ``parent_id`` attribute is the parent's id (or None).
     """
     from r2m import tracking
 
-    tracking.configure(
-        tracking_uri(cfg, workdir),
-        cfg.mlflow.experiment,
-        artifact_location=str(Path(workdir).resolve() / "mlartifacts"),
-    )
+    configure_tracking(cfg, workdir, artifact_location=str(Path(workdir).resolve() / "mlartifacts"))
+    from tasks import lineage
+
+    git = lineage.git_state(stages.ROOT)  # on the stage run and its parent
     pid = pipeline_id or os.environ.get(tracking.PIPELINE_ID_ENV) or None
     parent = None
     if pid:
-        from tasks import lineage
-
-        parent = tracking.pipeline_run(pid, tags=lineage.git_state(stages.ROOT))
+        parent = tracking.pipeline_run(pid, tags=git)
         differ = tracking.log_new_params(parent, cfg.to_dict())
         if differ:  # one parent for several configurations (a shared R2M_PIPELINE_ID): say so on the run
             tracking.set_tags(parent, {"r2m.config.differs": ", ".join(differ)})
@@ -84,9 +90,8 @@ def tracked(
     t0 = time.perf_counter()
     status = "FAILED"
     try:
-        with tracking.stage_run(
-            name, pipeline_id=pid, params={"profile": cfg.profile, "seed": cfg.seed, **(params or {})}, tags=tags
-        ) as run:
+        params = {"profile": cfg.profile, "seed": cfg.seed, **(params or {})}
+        with tracking.stage_run(name, pipeline_id=pid, params=params, tags={**git, **(tags or {})}) as run:
             run.parent_id = parent
             yield run
             tracking.log_metrics_dict({"stage_seconds": time.perf_counter() - t0})

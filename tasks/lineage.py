@@ -56,12 +56,14 @@ def dvc_lock_hashes(workdir: Path) -> dict[str, str]:
 
 
 def stage_tags(cfg: Config, stage: stages.Stage, run: str | None, workdir: str | Path) -> dict[str, str]:
-    """The lineage tags of one stage run (module docstring), computed before it runs."""
+    """The input tags of one stage run (module docstring; the git tags are added to every run by
+    :func:`tasks.common.tracked`), computed before it runs."""
     wd = Path(workdir).resolve()
-    tags = {**git_state(stages.ROOT), "r2m.inputs.sha256": caching.input_key(cfg, stage, run, wd, mlflow=True)}
+    inputs = caching.input_digests(stage, run, wd)
+    tags = {"r2m.inputs.sha256": caching.input_key(cfg, stage, run, wd, True, inputs)}
     lock = dvc_lock_hashes(wd)
-    for rel in caching.stage_inputs(stage, run):
-        tags[f"r2m.input.{rel}"] = caching.path_digest(wd / rel)
+    for rel, digest in inputs.items():
+        tags[f"r2m.input.{rel}"] = digest
         if rel in lock:
             tags[f"r2m.dvc.{rel}"] = lock[rel]
     return tags

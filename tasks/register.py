@@ -29,6 +29,16 @@ def pick_best(paths: Paths, runs: list[str]) -> tuple[str, float | None]:
     return best, (None if best_wr == float("-inf") else best_wr)
 
 
+def promote(cfg: Config, workdir: str | Path, model: str, metric: str, min_value: float | None = None) -> dict:
+    """Move alias ``champion`` of ``<registry_prefix>-<model>`` to its ``candidate`` version if that passes the gate
+    on ``metric`` (``r2m.tracking.promote``); returns the decision and its reason."""
+    from r2m import tracking
+    from tasks.common import configure_tracking
+
+    configure_tracking(cfg, workdir)
+    return tracking.promote(f"{cfg.mlflow.registry_prefix}-{model}", metric=metric, min_value=min_value)
+
+
 def register(cfg: Config, workdir: str | Path = ".") -> dict:
     import mlflow
 

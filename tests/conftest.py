@@ -51,8 +51,13 @@ def tiny_pipeline(tmp_path_factory, ci_cfg) -> Path:
     return wd
 
 
+_SESSION_MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
 @pytest.fixture(autouse=True)
 def _no_user_state(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.getbasetemp() / "prefect-home"
     monkeypatch.setenv("PREFECT_HOME", str(home))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI", ""))
+    # the value the session started with: mlflow.set_tracking_uri exports the variable, so a test calling it would
+    # otherwise send every later test's runs (and its stage subprocesses') to that test's database
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _SESSION_MLFLOW_URI)
