@@ -248,20 +248,70 @@ def schedule(profile, params, overrides, workdir, which, cron, interval, name, l
     FLOWS[which].serve(**kwargs)
 
 
+def _promotion_text(res: dict) -> str:
+    """A promotion decision or rollback as lines a reviewer reads: every check with PASS / FAIL, then the outcome."""
+    if "checks" not in res:
+        verb = "would roll back" if res["dry_run"] else "rolled back"
+        return f"{res['model']}: champion {verb} from v{res['from']} to v{res['to']}"
+    champion = f"champion v{res['champion']}" if res["champion"] is not None else "no champion"
+    lines = [f"{res['model']}: candidate v{res['candidate']} vs {champion}"]
+    lines += [f"  {'PASS' if c['passed'] else 'FAIL'}  {c['check']}" for c in res["checks"]]
+    if res["dry_run"]:
+        outcome = "would be promoted (dry run: nothing moved)" if res["promote"] else "would not be promoted (dry run)"
+    else:
+        outcome = "promoted to champion" if res["promoted"] else "not promoted: the champion stays"
+    return "\n".join([*lines, f"=> v{res['candidate']} {outcome}"])
+
+
 @main.command()
-@click.option("--model", "which", type=click.Choice(["policy", "reward-model"]), default="policy", show_default=True)
-@click.option("--metric", default="win_rate_vs_reference", show_default=True)
-@click.option("--min-value", type=float, default=None, help="absolute gate on the metric")
+@click.option(
+    "--model",
+    "which",
+    type=click.Choice(["policy", "reward-model", "reward-head"]),
+    default="policy",
+    show_default=True,
+    help="which registered model: <registry_prefix>-<model>",
+)
+@click.option("--dry-run", is_flag=True, help="decide and print why, move nothing")
+@click.option("--rollback", is_flag=True, help="move champion back to the version that held it before this one")
+@click.option("--history", is_flag=True, help="print the audit log of the model's alias moves and exit")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @_common
-def promote(which, metric, min_value, profile, params, overrides, workdir) -> None:
-    """Move alias ``champion`` to the ``candidate`` version if it beats the current champion on METRIC."""
+def promote(which, dry_run, rollback, history, as_json, profile, params, overrides, workdir) -> None:
+    """Move alias ``champion`` to the ``candidate`` version if it passes its kind's gate (policy: held-out judge win
+    rate vs the references; reward model / R2M head: held-out accuracy and ECE; each with a confidence interval and
+    a margin against the champion, gates in params.yaml ``promote``). Exit 0 when it moved (or would, with
+    --dry-run), 1 when the gate keeps the champion."""
+    from r2m import tracking
     from r2m.config import load_config
     from tasks.register import promote as promote_candidate
 
     cfg = load_config(params, profile=profile, overrides=list(overrides))
-    res = promote_candidate(cfg, workdir, which, metric, min_value)
-    click.echo(json.dumps(res, indent=2))
-    sys.exit(0 if res["promoted"] else 1)
+    try:
+        if history:
+            from tasks.common import configure_tracking
+
+            configure_tracking(cfg, workdir)
+            entries = tracking.audit_log(f"{cfg.mlflow.registry_prefix}-{which}")
+            click.echo(json.dumps(entries, indent=2) if as_json else _audit_text(entries))
+            return
+        res = promote_candidate(cfg, workdir, which, dry_run=dry_run, rollback=rollback)
+    except LookupError as e:
+        click.echo(f"error: promote: {e.args[0] if e.args else e}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps(res, indent=2) if as_json else _promotion_text(res))
+    sys.exit(0 if rollback or res["promote"] else 1)
+
+
+def _audit_text(entries: list[dict]) -> str:
+    lines = ["| # | time (UTC) | action | alias | from | to | user | reason |", "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        frm = "-" if e["from"] is None else f"v{e['from']}"
+        lines.append(
+            f"| {e['seq']} | {e['time']} | {e['action']} | {e['alias']} | {frm} | v{e['to']} | {e['user']} | "
+            f"{e['reason']} |"
+        )
+    return "\n".join(lines)
 
 
 @main.command("runs")

@@ -26,8 +26,7 @@ from r2m.env import set_offline_env
 from r2m.evaluation.report import timings_report
 from r2m.paths import Paths
 from tasks import caching, stages
-from tasks.common import dvc_pipeline_id
-from tasks.register import REGISTRY_FILE
+from tasks.common import REGISTRY_FILE, dvc_pipeline_id
 
 set_offline_env()
 
@@ -200,20 +199,21 @@ def evaluation(
 @flow(name="r2m-promotion")
 def promotion(
     model: str = "policy",
-    metric: str = "win_rate_vs_reference",
-    min_value: float | None = None,
+    dry_run: bool = False,
+    rollback: bool = False,
     profile: str | None = None,
     overrides: list[str] | None = None,
     params: str = "params.yaml",
     workdir: str = ".",
 ) -> dict:
     """Move registry alias ``champion`` to the ``candidate`` version of ``<registry_prefix>-<model>`` if it passes
-    the gate on ``metric`` (``r2m promote``); returns the decision and its reason."""
+    its kind's gate, or back to the previous champion (``rollback``); ``dry_run`` moves nothing (``r2m promote``).
+    Returns the decision with every check."""
     from tasks.register import promote
 
     cfg = load_config(params, profile=profile, overrides=list(overrides or []))
-    res = promote(cfg, workdir, model, metric, min_value)
-    get_run_logger().info("promotion of %s: %s", model, res)
+    res = promote(cfg, workdir, model, dry_run=dry_run, rollback=rollback)
+    get_run_logger().info("promotion of %s: %s", model, res["reason"])
     return res
 
 

@@ -868,6 +868,55 @@ class MLflowConfig:
 
 
 @dataclass
+class PromoteConfig:
+    """Gates of ``r2m promote``: when a registered ``candidate`` version takes alias ``champion`` (docs/registry.md).
+
+    The policy is gated on its held-out judge win rate vs the reference summaries, the reward model and the R2M head on
+    their held-out pair accuracy and ECE; each with a confidence interval, and a difference inside it is a tie (the
+    champion stays)."""
+
+    confidence: float = field(
+        default=0.95,
+        metadata={
+            "help": "Confidence level of the intervals the gates read: bootstrap over prompts for the win rate, "
+            "Wilson for the pair accuracy."
+        },
+    )
+    margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "A candidate must beat the champion by at least this much (win rate or accuracy), besides the "
+            "champion's value lying below the candidate's interval."
+        },
+    )
+    policy_min_win_rate: float = field(
+        default=0.0,
+        metadata={
+            "help": "Floor on the lower end of the candidate policy's win-rate interval vs the reference summaries "
+            "(0.5: it must be significantly better than the references)."
+        },
+    )
+    min_accuracy: float = field(
+        default=0.5,
+        metadata={
+            "help": "Floor on the lower end of a candidate reward model's / R2M head's held-out accuracy interval "
+            "(0.5: significantly better than chance)."
+        },
+    )
+    max_ece: float = field(
+        default=0.2,
+        metadata={"help": "Largest held-out expected calibration error a reward model / R2M head may have."},
+    )
+    ece_tolerance: float = field(
+        default=0.05,
+        metadata={"help": "How much worse than the champion's ECE a candidate's may be."},
+    )
+    n_bootstrap: int = field(
+        default=2000, metadata={"help": "Bootstrap resamples of the win-rate interval (seeded: deterministic)."}
+    )
+
+
+@dataclass
 class Config:
     """The whole pipeline's configuration."""
 
@@ -913,6 +962,9 @@ class Config:
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "The judge of r2m judge / evaluate."})
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata={"help": "Hidden-state analysis."})
     mlflow: MLflowConfig = field(default_factory=MLflowConfig, metadata={"help": "MLflow tracking and registry."})
+    promote: PromoteConfig = field(
+        default_factory=PromoteConfig, metadata={"help": "The registry's promotion gates (r2m promote)."}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -996,6 +1048,12 @@ class Config:
         if self.judge.kind not in JUDGES:
             raise ConfigError(f"judge.kind must be one of {', '.join(JUDGES)}, got {self.judge.kind!r}")
         self._validate_data()
+        g = self.promote
+        if not 0.0 < g.confidence < 1.0 or g.n_bootstrap < 1 or g.margin < 0 or g.max_ece < 0 or g.ece_tolerance < 0:
+            raise ConfigError(
+                "promote: confidence must be in (0, 1), n_bootstrap >= 1 and margin, max_ece, ece_tolerance >= 0, got "
+                f"{g.confidence}, {g.n_bootstrap}, {g.margin}, {g.max_ece}, {g.ece_tolerance}"
+            )
         if self.reward_model.pretrained_head and self.reward_model.trunk == "sft":
             raise ConfigError(
                 "reward_model.pretrained_head needs reward_model.trunk to name a trained reward model (a hub id or "

@@ -34,13 +34,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 import importlib.metadata
+import json
 import logging
 import math
 import numbers
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
@@ -529,6 +531,45 @@ def _relative(path: Path, root: str | Path | None) -> str:
     return str(path)
 
 
+def _signature(kind: str):
+    """The pyfunc signature of a model kind: policy ``prompt`` strings in, completions out, with generation params;
+    reward model / head ``(prompt, response)`` rows in, scores out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    if kind == "policy":
+        return ModelSignature(
+            inputs=Schema([ColSpec("string")]),  # one column of prompts: a list of strings, or a "prompt" column
+            outputs=Schema([ColSpec("string")]),
+            params=ParamSchema(
+                [
+                    ParamSpec("max_new_tokens", "long", 32),
+                    ParamSpec("temperature", "double", 0.0),
+                    ParamSpec("seed", "long", 0),
+                    ParamSpec("raw_prompt", "boolean", False),
+                ]
+            ),
+        )
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "response")]),
+        outputs=Schema([ColSpec("double")]),
+    )
+
+
+@contextmanager
+def _bundled_library() -> Iterator[str]:
+    """A copy of the ``r2m`` package (code only, no shipped data samples) for the model's ``code_paths``: a
+    registered version loads and predicts with the code that registered it, wherever it is served."""
+    import shutil
+    import tempfile
+
+    package = Path(__file__).parent
+    with tempfile.TemporaryDirectory(prefix="r2m-code-") as tmp:
+        dst = Path(tmp) / "r2m"
+        shutil.copytree(package, dst, ignore=shutil.ignore_patterns("__pycache__", "samples", "*.pyc"))
+        yield str(dst)
+
+
 def register_model_dir(
     model_dir: str | Path,
     name: str,
@@ -539,36 +580,53 @@ def register_model_dir(
     description: str = "",
     metrics: Mapping | None = None,
     source_root: str | Path | None = None,
+    tags: Mapping[str, str] | None = None,
+    extra_artifacts: Mapping[str, str | Path] | None = None,
+    serving: Mapping[str, Any] | None = None,
 ) -> int:
     """Register a saved model directory as a new version of registered model ``name``; return the version.
 
-    The directory (HF ``save_pretrained`` safetensors dir, or a reward-head dir with ``*.safetensors`` +
-    ``config.json``) is logged as an MLflow pyfunc via "models from code" (:mod:`r2m.registry_model`) with
-    the directory as the ``model`` artifact, linked to ``run_id`` (explicitly, no active run needed);
-    nothing is pickled. The version gets tag ``r2m.kind=<kind>``, the ``description`` and ``alias``.
-    ``metrics`` (optional) are logged on ``run_id`` first, so :func:`promote` can gate on them. The version's
-    ``r2m.source_dir`` tag is the directory relative to ``source_root`` (the project) when it lies inside it.
+    The directory (HF ``save_pretrained`` safetensors dir, a reward-model dir or an R2M head dir) is logged as an
+    MLflow pyfunc via "models from code" (:mod:`r2m.registry_model`) with the directory as the ``model`` artifact
+    (plus ``extra_artifacts``: an R2M head's trunk and policy), a copy of the ``r2m`` code (``code_paths``), the
+    kind's signature and ``serving`` (how to prompt / score: artifact ``serving.json``), linked to ``run_id``
+    (explicitly, no active run needed); nothing is pickled. The version gets tags ``r2m.kind=<kind>``,
+    ``r2m.source_dir`` (relative to ``source_root`` when inside it) and ``tags`` (the promotion evidence,
+    :mod:`r2m.promotion`), the ``description`` and ``alias`` (an audited move, :func:`move_alias`). ``metrics``
+    (optional) are logged on ``run_id`` first.
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}")
     model_dir = Path(model_dir).resolve()
     _check_model_dir(model_dir)
+    artifacts = {"model": str(model_dir)}
+    for key, path in (extra_artifacts or {}).items():
+        _check_model_dir(Path(path))
+        artifacts[key] = str(Path(path).resolve())
     client = _client()
     if metrics:
         log_metrics_dict(metrics, run_id=run_id)
 
-    info = Model.log(
-        artifact_path=None,
-        name=kind,
-        flavor=mlflow.pyfunc,
-        flavor_name="pyfunc.ModelFromCode",
-        run_id=run_id,
-        python_model=str(_REGISTRY_MODEL_CODE),
-        artifacts={"model": str(model_dir)},
-        pip_requirements=_pinned_requirements(),
-        metadata={"r2m_kind": kind, "r2m_registered_model": name},
-        tags={TAG_KIND: kind},
-    )
+    with _bundled_library() as code, warnings.catch_warnings():
+        serving_file = Path(code).parent / "serving.json"
+        serving_file.write_text(json.dumps({"kind": kind, **(serving or {})}, indent=2, sort_keys=True))
+        artifacts["serving"] = str(serving_file)
+        # the kind's explicit signature replaces type hints and an input example (running one would load the model)
+        warnings.filterwarnings("ignore", message=".*(type hints|input example).*", category=UserWarning)
+        info = Model.log(
+            artifact_path=None,
+            name=kind,
+            flavor=mlflow.pyfunc,
+            flavor_name="pyfunc.ModelFromCode",
+            run_id=run_id,
+            python_model=str(_REGISTRY_MODEL_CODE),
+            artifacts=artifacts,
+            code_paths=[code],
+            signature=_signature(kind),
+            pip_requirements=_pinned_requirements(),
+            metadata={"r2m_kind": kind, "r2m_registered_model": name},
+            tags={TAG_KIND: kind},
+        )
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -577,19 +635,80 @@ def register_model_dir(
         name,
         source=info.model_uri,
         run_id=run_id,
-        tags={TAG_KIND: kind, "r2m.source_dir": _relative(model_dir, source_root)},
+        tags={TAG_KIND: kind, "r2m.source_dir": _relative(model_dir, source_root), **(tags or {})},
         description=description or None,
         model_id=info.model_id,
     )
     version_number = int(version.version)
     if alias:
-        client.set_registered_model_alias(name, alias, str(version_number))
+        move_alias(name, alias, version_number, action="register", reason=description)
     return version_number
 
 
+# --------------------------------------------------------------------------------------------- aliases + audit
+TAG_AUDIT = "r2m.audit."
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return os.environ.get("USER", "unknown")
+
+
+def audit_log(name: str) -> list[dict]:
+    """Every alias move r2m made on registered model ``name``, oldest first: ``{"seq", "time", "action", "alias",
+    "from", "to", "user", "reason"}`` (registered-model tags ``r2m.audit.<seq>``)."""
+    tags = _client().get_registered_model(name).tags
+    return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(TAG_AUDIT))]
+
+
+def move_alias(name: str, alias: str, version: int, *, action: str, reason: str = "") -> dict:
+    """Point ``alias`` of ``name`` at ``version`` and record the move (who, when, why, from which version) as the
+    next ``r2m.audit.<seq>`` tag of the registered model and an ``r2m.alias.<alias>`` tag of the version."""
+    from datetime import datetime
+
+    client = _client()
+    previous = get_version_by_alias(name, alias)
+    client.set_registered_model_alias(name, alias, str(int(version)))
+    entries = audit_log(name)
+    entry = {
+        "seq": (entries[-1]["seq"] + 1) if entries else 1,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "action": action,
+        "alias": alias,
+        "from": previous,
+        "to": int(version),
+        "user": _user(),
+        "reason": reason[:2000],
+    }
+    client.set_registered_model_tag(name, f"{TAG_AUDIT}{entry['seq']:05d}", json.dumps(entry))
+    client.set_model_version_tag(name, str(int(version)), f"r2m.alias.{alias}", f"{entry['time']} {action}")
+    return entry
+
+
 def set_alias(name: str, version: int, alias: str) -> None:
-    """Point ``alias`` of registered model ``name`` at ``version``."""
-    _client().set_registered_model_alias(name, alias, str(int(version)))
+    """Point ``alias`` of registered model ``name`` at ``version`` (audited as action ``set``)."""
+    move_alias(name, alias, version, action="set")
+
+
+def alias_history(entries: Sequence[dict], alias: str = "champion") -> list[int]:
+    """The versions that held ``alias``, as a stack replayed from the audit log: a promotion or set pushes its
+    version, a rollback pops the version it replaced. The last element holds the alias now."""
+    stack: list[int] = []
+    for e in entries:
+        if e["alias"] != alias:
+            continue
+        if e["action"] == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != e["to"]:
+                stack.append(e["to"])
+        else:
+            stack.append(e["to"])
+    return stack
 
 
 def get_version_by_alias(name: str, alias: str) -> int | None:
@@ -629,93 +748,96 @@ def load_registered(
     return root / rel
 
 
-def _version_metric(client: MlflowClient, name: str, version: int, metric: str) -> float | None:
-    """Metric ``metric`` of the run that produced ``version`` (falling back to its parent run), or None."""
-    run_id = client.get_model_version(name, str(version)).run_id
-    if not run_id:
-        return None
-    run = client.get_run(run_id)
-    value = run.data.metrics.get(metric)
-    parent = run.data.tags.get(TAG_PARENT_RUN_ID)
-    if value is None and parent:
-        value = client.get_run(parent).data.metrics.get(metric)
-    return None if value is None or math.isnan(value) else float(value)
+def version_tags(name: str, version: int) -> dict[str, str]:
+    """The tags of version ``version`` of ``name``."""
+    return dict(_client().get_model_version(name, str(int(version))).tags)
+
+
+def _require_model(name: str) -> None:
+    try:
+        _client().get_registered_model(name)
+    except MlflowException as exc:
+        raise LookupError(f"registered model {name!r} does not exist") from exc
 
 
 def promote(
     name: str,
+    decide: Callable[[int, dict, int | None, dict | None], Any],
     *,
-    metric: str,
-    min_value: float | None = None,
+    dry_run: bool = False,
     from_alias: str = "candidate",
     to_alias: str = "champion",
-    higher_is_better: bool = True,
-    max_value: float | None = None,
 ) -> dict:
-    """Move ``to_alias`` to the ``from_alias`` version if it passes the gate.
+    """Move ``to_alias`` to the ``from_alias`` version if ``decide`` lets it.
 
-    The gate reads ``metric`` from the run that registered each version (or that run's parent pipeline run).
-    The candidate must have the metric, satisfy ``metric >= min_value`` / ``metric <= max_value`` when
-    given, and strictly beat the current ``to_alias`` version (per ``higher_is_better``) if one exists and
-    has the metric. Returns ``{"promoted", "reason", "candidate", "champion", "candidate_value",
-    "champion_value"}`` where ``champion`` is the version holding ``to_alias`` before the call. Failing the
-    gate is not an error.
+    ``decide(candidate, candidate_tags, champion, champion_tags)`` (versions and their tags; ``champion`` None when
+    no version holds ``to_alias``) returns an object with ``promote`` (bool), ``checks`` (``(passed, what)``
+    pairs) and ``reason`` (:class:`r2m.promotion.Decision`). With ``dry_run`` nothing moves. Returns ``{"model",
+    "candidate", "champion", "promote", "promoted", "dry_run", "checks", "reason"}`` (``champion``: the version
+    holding ``to_alias`` before the call). Failing the gate is not an error.
 
     Raises:
         LookupError: the registered model or its ``from_alias`` does not exist.
     """
-    client = _client()
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        raise LookupError(f"registered model {name!r} does not exist") from exc
+    _require_model(name)
     candidate = get_version_by_alias(name, from_alias)
     if candidate is None:
         raise LookupError(f"registered model {name!r} has no {from_alias!r} alias")
     champion = get_version_by_alias(name, to_alias)
-    cand_value = _version_metric(client, name, candidate, metric)
-    champ_value = _version_metric(client, name, champion, metric) if champion is not None else None
-    result: dict[str, Any] = {
-        "promoted": False,
+    decision = decide(
+        candidate,
+        version_tags(name, candidate),
+        champion,
+        version_tags(name, champion) if champion is not None else None,
+    )
+    result = {
+        "model": name,
         "candidate": candidate,
         "champion": champion,
-        "candidate_value": cand_value,
-        "champion_value": champ_value,
+        "promote": bool(decision.promote),
+        "promoted": False,
+        "dry_run": dry_run,
+        "checks": [{"passed": ok, "check": what} for ok, what in decision.checks],
+        "reason": decision.reason,
     }
-
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.6g}"
-
-    if champion == candidate:
-        reason = f"v{candidate} already holds {to_alias!r}"
-    elif cand_value is None:
-        reason = f"candidate v{candidate} has no metric {metric!r}"
-    elif min_value is not None and cand_value < min_value:
-        reason = f"candidate {metric}={fmt(cand_value)} < min_value {min_value:.6g}"
-    elif max_value is not None and cand_value > max_value:
-        reason = f"candidate {metric}={fmt(cand_value)} > max_value {max_value:.6g}"
-    elif (
-        champion is not None
-        and champ_value is not None
-        and not (cand_value > champ_value if higher_is_better else cand_value < champ_value)
-    ):
-        better = "higher" if higher_is_better else "lower"
-        reason = (
-            f"candidate v{candidate} {metric}={fmt(cand_value)} is not {better} than "
-            f"{to_alias} v{champion} {metric}={fmt(champ_value)}"
-        )
-    else:
-        client.set_registered_model_alias(name, to_alias, str(candidate))
+    if decision.promote and not dry_run:
+        move_alias(name, to_alias, candidate, action="promote", reason=decision.reason)
         result["promoted"] = True
-        if champion is None:
-            reason = f"no {to_alias} yet: v{candidate} promoted ({metric}={fmt(cand_value)})"
-        elif champ_value is None:
-            reason = f"{to_alias} v{champion} has no metric {metric!r}: v{candidate} promoted"
-        else:
-            reason = f"v{candidate} {metric}={fmt(cand_value)} beats v{champion} {metric}={fmt(champ_value)}"
-    result["reason"] = reason
-    log.info("promote %s: %s", name, reason)
+    log.info("promote %s%s: %s", name, " (dry run)" if dry_run else "", decision.reason)
     return result
+
+
+def rollback(name: str, *, alias: str = "champion", dry_run: bool = False) -> dict:
+    """Move ``alias`` back to the version that held it before the current one (:func:`alias_history`), audited as
+    a ``rollback``. Returns ``{"model", "from", "to", "rolled_back", "dry_run", "reason"}``.
+
+    Raises:
+        LookupError: no such model, or no earlier holder of ``alias`` in the audit log (or the alias was moved
+            outside r2m since, so "previous" is unknown).
+    """
+    _require_model(name)
+    current = get_version_by_alias(name, alias)
+    history = alias_history(audit_log(name), alias)
+    if current is None or not history or history[-1] != current:
+        raise LookupError(
+            f"{name}@{alias} is v{current}, but r2m's audit log says v{history[-1] if history else None}: the alias "
+            "was moved outside r2m; move it with the MLflow UI or client instead"
+        )
+    if len(history) < 2:
+        raise LookupError(f"{name}@{alias} v{current} has no previous holder to roll back to")
+    target = history[-2]
+    reason = f"rollback of {alias} from v{current} to v{target}"
+    if not dry_run:
+        move_alias(name, alias, target, action="rollback", reason=reason)
+    log.info("%s%s", reason, " (dry run)" if dry_run else "")
+    return {
+        "model": name,
+        "from": current,
+        "to": target,
+        "rolled_back": not dry_run,
+        "dry_run": dry_run,
+        "reason": reason,
+    }
 
 
 # --------------------------------------------------------------------------------------------- comparing runs

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from r2m.config import Config
 from tasks import stages
-from tasks.common import tracking_uri
-from tasks.register import REGISTRY_FILE
+from tasks.common import REGISTRY_FILE, tracking_uri
 
 MISSING = "missing"
 # what a stage writes besides its DVC outputs: ``register``'s record of the versions it made

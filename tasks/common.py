@@ -23,6 +23,7 @@ set_offline_env()
 log = logging.getLogger("r2m")
 # bad input a user can fix: printed as one line (no traceback unless --debug), exit status 2
 USER_ERRORS = (ConfigError, DataValidationError, DatasetError)
+REGISTRY_FILE = "registry.json"  # register's record of the versions it made (beside mlflow.db; no DVC output)
 # the stages show their own progress bars; silence transformers' per-shard bars and deprecation chatter
 warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 try:

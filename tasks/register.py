@@ -1,21 +1,25 @@
-"""Stage ``register``: register the best run's policy and the reward model in the MLflow model registry.
+"""Stage ``register``: register the best run's policy, the reward model and the best R2M head in the MLflow
+model registry, each with the evidence its promotion gate reads (:mod:`r2m.promotion`, ``r2m.gate.*`` tags).
 
-Versions get the alias ``candidate``; ``r2m promote`` moves ``champion`` to a candidate that passes the gate.
-"Best" = highest gold win rate vs the reference summaries (ties as half); every run's metrics are logged beside it.
-Writes ``registry.json`` beside ``mlflow.db`` (names and versions): the registry's state, not a reproducible
-output, so it is no DVC output (the stage's effect is the MLflow registry itself).
+Versions get the alias ``candidate``; ``r2m promote`` moves ``champion`` to a candidate that passes its gate
+(:func:`promote`; ``--rollback`` moves it back). "Best" = highest judge win rate vs the reference summaries (ties as
+half). Writes ``registry.json`` beside ``mlflow.db`` (names and versions): the registry's state, not a
+reproducible output, so it is no DVC output (the stage's effect is the MLflow registry itself).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import read_json, write_json
-from tasks.common import Paths
+from r2m.promotion import Evidence, decide
+from tasks.common import REGISTRY_FILE, Paths
 
 PROMOTION_METRIC = "win_rate_vs_reference"
-REGISTRY_FILE = "registry.json"
+MODELS = {"policy": "policy", "reward-model": "reward_model", "reward-head": "reward_head"}  # name suffix -> kind
 
 
 def pick_best(paths: Paths, runs: list[str]) -> tuple[str, float | None]:
@@ -29,14 +33,90 @@ def pick_best(paths: Paths, runs: list[str]) -> tuple[str, float | None]:
     return best, (None if best_wr == float("-inf") else best_wr)
 
 
-def promote(cfg: Config, workdir: str | Path, model: str, metric: str, min_value: float | None = None) -> dict:
-    """Move alias ``champion`` of ``<registry_prefix>-<model>`` to its ``candidate`` version if that passes the gate
-    on ``metric`` (``r2m.tracking.promote``); returns the decision and its reason."""
+def _eval_set(path: Path, judge: str = "") -> str:
+    """Fingerprint of a held-out file (and the judge that labelled it): evidence is comparable only when equal."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{path.name}:{digest}" + (f":{judge}" if judge else "")
+
+
+def _rel(paths: Paths, f: Path) -> str:
+    return f.relative_to(paths.root).as_posix() if f.is_relative_to(paths.root) else str(f)
+
+
+def policy_evidence(paths: Paths, run: str) -> Evidence | None:
+    """The judge's verdicts of ``run``'s final policy vs the reference summaries on the held-out eval prompts."""
+    f = paths.metrics / "eval" / f"{run}.json"
+    rep = read_json(f) if f.exists() else {}
+    vs = rep.get("vs_reference") or {}
+    if not vs.get("n_valid"):
+        return None
+    judge = rep.get("judge", "gold")
+    return Evidence(
+        "policy",
+        _eval_set(paths.data / "eval_prompts.jsonl", judge),
+        wins=vs["wins"],
+        ties=vs["ties"],
+        losses=vs["losses"],
+        source=_rel(paths, f),
+    )
+
+
+def _pair_evidence(kind: str, paths: Paths, f: Path, report: dict | None) -> Evidence | None:
+    if not report or not report.get("n"):
+        return None
+    return Evidence(
+        kind,
+        _eval_set(paths.data / "rm_test.jsonl"),
+        correct=round(report["accuracy"] * report["n"]),
+        n_pairs=report["n"],
+        ece=report["ece"],
+        source=_rel(paths, f),
+    )
+
+
+def reward_model_evidence(paths: Paths) -> Evidence | None:
+    """The vanilla RM's accuracy and ECE on the held-out ``rm_test`` pairs."""
+    f = paths.metrics / "reward_model.json"
+    m = read_json(f) if f.exists() else {}
+    report = {"n": m.get("n_test"), "accuracy": m.get("test_accuracy"), "ece": m.get("test_ece")}
+    return _pair_evidence("reward_model", paths, f, report if m else None)
+
+
+def head_evidence(paths: Paths, run: str) -> Evidence | None:
+    """An R2M head's accuracy and ECE (with its final policy's feedback, t = T) on the held-out ``rm_test`` pairs."""
+    f = paths.metrics / "eval" / f"{run}.json"
+    return _pair_evidence("reward_head", paths, f, (read_json(f) if f.exists() else {}).get("rm_test"))
+
+
+def promote(cfg: Config, workdir: str | Path, model: str, *, dry_run: bool = False, rollback: bool = False) -> dict:
+    """Move alias ``champion`` of ``<registry_prefix>-<model>`` to its ``candidate`` version if that passes its
+    kind's gate (:func:`r2m.promotion.decide` with ``cfg.promote``), or with ``rollback`` back to the previous
+    champion; ``dry_run`` decides (and says why) without moving anything."""
     from r2m import tracking
     from tasks.common import configure_tracking
 
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     configure_tracking(cfg, workdir)
-    return tracking.promote(f"{cfg.mlflow.registry_prefix}-{model}", metric=metric, min_value=min_value)
+    name, kind = f"{cfg.mlflow.registry_prefix}-{model}", MODELS[model]
+    if rollback:
+        return tracking.rollback(name, dry_run=dry_run)
+
+    def gate(candidate: int, cand_tags: dict, champion: int | None, champ_tags: dict | None):
+        champ = Evidence.from_tags(kind, champ_tags) if champ_tags is not None else None
+        return decide(
+            Evidence.from_tags(kind, cand_tags),
+            champ,
+            cfg.promote,
+            candidate_version=candidate,
+            champion_version=champion,
+        )
+
+    return tracking.promote(name, gate, dry_run=dry_run)
+
+
+def _tags(evidence: Evidence | None) -> dict[str, str]:
+    return evidence.to_tags() if evidence is not None else {}
 
 
 def register(cfg: Config, workdir: str | Path = ".") -> dict:
@@ -53,6 +133,8 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
     prefix = cfg.mlflow.registry_prefix
     metrics = {PROMOTION_METRIC: wr} if wr is not None else {}
     policy_name, rm_name = f"{prefix}-policy", f"{prefix}-reward-model"
+    prompting = {"policy": dataclasses.asdict(cfg.policy)}
+    scoring = {"max_length": cfg.reward_model.max_length, "seed": cfg.seed}
     pv = tracking.register_model_dir(
         paths.rl_run(best) / "final" / "policy",
         policy_name,
@@ -61,6 +143,8 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
         description=f"{best} final policy",
         metrics=metrics,
         source_root=paths.root,
+        tags=_tags(policy_evidence(paths, best)),
+        serving=prompting,
     )
     rv = tracking.register_model_dir(
         paths.rm,
@@ -69,18 +153,24 @@ def register(cfg: Config, workdir: str | Path = ".") -> dict:
         kind="reward_model",
         description="vanilla Bradley-Terry reward model",
         source_root=paths.root,
+        tags=_tags(reward_model_evidence(paths)),
+        serving=scoring,
     )
     head_runs = [r for r in cfg.run_names() if (paths.rl_run(r) / "final" / "reward_head").exists()]
     if head_runs:  # R2M: the cross-attention + score head of the best R2M-style run, loadable with its trunk + policy
         head_run, _ = pick_best(paths, head_runs)
-        head_dir = paths.rl_run(head_run) / "final" / "reward_head"
+        final = paths.rl_run(head_run) / "final"
+        trunk = final / "reward_model" if (final / "reward_model").exists() else paths.rm  # as the evaluation scores
         hv = tracking.register_model_dir(
-            head_dir,
+            final / "reward_head",
             f"{prefix}-reward-head",
             run_id=run_id,
             kind="reward_head",
-            description=f"{head_run} R2M head",
+            description=f"{head_run} R2M head (with its trunk and final policy)",
             source_root=paths.root,
+            tags=_tags(head_evidence(paths, head_run)),
+            extra_artifacts={"trunk": trunk, "policy": final / "policy"},
+            serving=prompting | scoring,
         )
     out = {
         "best_run": best,

@@ -274,9 +274,18 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="register",
         func="tasks.register:register",
-        doc="registers the best run's policy, the reward model and the R2M head in MLflow (alias candidate)",
-        deps=("metrics/summary.json", "metrics/eval", "models/rm", "models/rl"),
-        params=("mlflow", "rl.algos", "rl.methods"),
+        doc="registers the best run's policy, the reward model and the R2M head in MLflow (alias candidate), each "
+        "with the held-out evidence its promotion gate reads",
+        deps=(
+            "metrics/summary.json",
+            "metrics/eval",
+            "metrics/reward_model.json",
+            "models/rm",
+            "models/rl",
+            "data/eval_prompts.jsonl",
+            "data/rm_test.jsonl",
+        ),
+        params=("mlflow", "rl.algos", "rl.methods", "policy", "reward_model.max_length"),
         needs_mlflow=True,
     ),
 )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -117,6 +119,41 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(tracking.load_registered("r2m-policy", "candidate"))
+
+    # Promotion: every kind carries the evidence its gate reads; a dry run says why and moves nothing; a real
+    # promotion moves champion exactly when the gate passes, and each move is in the audit log.
+    for model, kind in (("policy", "policy"), ("reward-model", "reward_model"), ("reward-head", "reward_head")):
+        tags = client.get_model_version(f"r2m-{model}", "1").tags
+        assert tags["r2m.kind"] == kind and tags["r2m.gate.source"].startswith("metrics/"), model
+        assert tags["r2m.gate.eval_set"].startswith("eval_prompts" if kind == "policy" else "rm_test"), model
+        cli = ["--workdir", str(wd), "--params", str(wd / "params.yaml")]
+        dry = CliRunner().invoke(main, ["promote", "--model", model, "--dry-run", *cli])
+        assert dry.exit_code in (0, 1) and "candidate v1 vs no champion" in dry.output, dry.output
+        assert "(dry run" in dry.output and tracking.get_version_by_alias(f"r2m-{model}", "champion") is None
+        real = CliRunner().invoke(main, ["promote", "--model", model, *cli])
+        assert real.exit_code == dry.exit_code, real.output
+        champion = tracking.get_version_by_alias(f"r2m-{model}", "champion")
+        assert champion == (1 if real.exit_code == 0 else None)
+        actions = [e["action"] for e in tracking.audit_log(f"r2m-{model}")]
+        assert actions == ["register"] + (["promote"] if champion else [])
+
+    # The registered versions serve through pyfunc in a fresh process, prompted and scored as the pipeline does.
+    serve = (
+        "import json, mlflow\n"
+        "rows = [{'prompt': 'SUBREDDIT: r/test\\nPOST: my cat ate my homework', 'response': ' TL;DR: cat'}]\n"
+        "out = [mlflow.pyfunc.load_model(f'models:/r2m-{m}@candidate').predict(rows if m != 'policy' else\n"
+        "       [rows[0]['prompt']], params={'max_new_tokens': 4} if m == 'policy' else None)\n"
+        "       for m in ('policy', 'reward-model', 'reward-head')]\n"
+        "print('RESULT' + json.dumps(out))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", serve], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    completion, rm_score, head_score = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert isinstance(completion[0], str) and len(rm_score) == len(head_score) == 1
+    assert all(isinstance(x, float) for x in rm_score + head_score)
 
     # An identical rerun is a cache hit for every stage: no stage runs, nothing new is registered.
     def stage_runs() -> dict[str, int]:

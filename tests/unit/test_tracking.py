@@ -252,49 +252,74 @@ def test_register_and_load_hf_model(mlf: MlflowClient, hf_model_dir: Path) -> No
         tracking.register_model_dir(hf_model_dir, name, run_id=run.info.run_id, kind="bogus")
 
 
-def test_promote_gate(mlf: MlflowClient, tmp_path: Path) -> None:
-    name = "test-head"
+def test_promote_rollback_and_audit(mlf: MlflowClient, tmp_path: Path) -> None:
+    from r2m.config import PromoteConfig
+    from r2m.promotion import Evidence, decide
 
-    def register(value: float, metric: float) -> int:
+    name = "test-rm"
+
+    def register(correct: int, eval_set: str = "rm_test.jsonl:abc") -> int:
+        evidence = Evidence("reward_model", eval_set, correct=correct, n_pairs=200, ece=0.05)
         with tracking.stage_run("register", "pipe-promote") as run:
             return tracking.register_model_dir(
-                _head_dir(tmp_path / f"head{value}", value),
+                _head_dir(tmp_path / f"rm{correct}{eval_set}", correct),
                 name,
                 run_id=run.info.run_id,
-                kind="reward_head",
-                metrics={"eval": {"acc": metric}},
+                kind="reward_model",
+                tags=evidence.to_tags(),
             )
 
+    def gate(cand: int, cand_tags: dict, champ: int | None, champ_tags: dict | None):
+        champion = Evidence.from_tags("reward_model", champ_tags) if champ_tags else None
+        return decide(
+            Evidence.from_tags("reward_model", cand_tags),
+            champion,
+            PromoteConfig(),
+            candidate_version=cand,
+            champion_version=champ,
+        )
+
     with pytest.raises(LookupError, match="does not exist"):
-        tracking.promote(name, metric="eval.acc")
+        tracking.promote(name, gate)
+    assert register(160) == 1
+    dry = tracking.promote(name, gate, dry_run=True)
+    assert dry["promote"] and not dry["promoted"] and tracking.get_version_by_alias(name, "champion") is None
+    first = tracking.promote(name, gate)
+    assert first["promoted"] and first["champion"] is None and tracking.get_version_by_alias(name, "champion") == 1
+    assert {"passed": True, "check": "no champion yet"} in first["checks"]
+    assert not tracking.promote(name, gate)["promoted"]  # already the champion
 
-    assert register(1.0, 0.5) == 1
-    first = tracking.promote(name, metric="eval.acc", min_value=0.4)
-    assert first["promoted"] and first["champion"] is None and first["candidate"] == 1
-    assert tracking.get_version_by_alias(name, "champion") == 1
-    again = tracking.promote(name, metric="eval.acc")
-    assert not again["promoted"] and "already" in again["reason"]
-
-    assert register(2.0, 0.4) == 2  # worse than the champion
-    worse = tracking.promote(name, metric="eval.acc")
-    assert worse == {**worse, "promoted": False, "candidate": 2, "champion": 1}
-    assert "not higher" in worse["reason"]
-    assert tracking.get_version_by_alias(name, "champion") == 1
-    lower_wins = tracking.promote(name, metric="eval.acc", higher_is_better=False)
-    assert lower_wins["promoted"] and tracking.get_version_by_alias(name, "champion") == 2
-    tracking.set_alias(name, 1, "champion")
-
-    assert register(3.0, 0.6) == 3  # better, but below the floor
-    gated = tracking.promote(name, metric="eval.acc", min_value=0.7)
-    assert not gated["promoted"] and "min_value" in gated["reason"]
-    assert tracking.get_version_by_alias(name, "champion") == 1
-    missing = tracking.promote(name, metric="nope")
-    assert not missing["promoted"] and "no metric" in missing["reason"]
-    better = tracking.promote(name, metric="eval.acc", min_value=0.55)
-    assert better["promoted"] and better["champion"] == 1 and better["candidate_value"] == 0.6
-    assert tracking.get_version_by_alias(name, "champion") == 3
+    assert register(165) == 2  # inside v2's interval: a tie keeps v1
+    tie = tracking.promote(name, gate)
+    assert not tie["promote"] and "tie" in tie["reason"] and tracking.get_version_by_alias(name, "champion") == 1
+    assert register(190) == 3
+    assert tracking.promote(name, gate)["promoted"] and tracking.get_version_by_alias(name, "champion") == 3
+    assert register(195, eval_set="rm_test.jsonl:other") == 4
+    assert "not comparable" in tracking.promote(name, gate)["reason"]
 
     with pytest.raises(LookupError, match="staging"):
-        tracking.promote(name, metric="eval.acc", from_alias="staging")
-    head = tracking.load_registered(name)
-    assert (head / "head.safetensors").is_file() and head.name == "head3.0"
+        tracking.promote(name, gate, from_alias="staging")
+    assert tracking.rollback(name, dry_run=True) == {**tracking.rollback(name, dry_run=True), "from": 3, "to": 1}
+    assert tracking.get_version_by_alias(name, "champion") == 3
+    back = tracking.rollback(name)
+    assert back["rolled_back"] and tracking.get_version_by_alias(name, "champion") == 1
+    with pytest.raises(LookupError, match="no previous holder"):
+        tracking.rollback(name)
+
+    log = tracking.audit_log(name)
+    assert [(e["action"], e["alias"], e["from"], e["to"]) for e in log] == [
+        ("register", "candidate", None, 1),
+        ("promote", "champion", None, 1),
+        ("register", "candidate", 1, 2),
+        ("register", "candidate", 2, 3),
+        ("promote", "champion", 1, 3),
+        ("register", "candidate", 3, 4),
+        ("rollback", "champion", 3, 1),
+    ]
+    assert [e["seq"] for e in log] == list(range(1, 8)) and all(e["user"] and e["time"].endswith("Z") for e in log)
+    assert "lies below the candidate" in log[4]["reason"]
+    assert mlf.get_model_version(name, "1").tags["r2m.alias.champion"].endswith("rollback")
+
+    mlf.set_registered_model_alias(name, "champion", "2")  # moved outside r2m: "previous" is unknown
+    with pytest.raises(LookupError, match="outside r2m"):
+        tracking.rollback(name)
