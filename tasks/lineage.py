@@ -33,10 +33,17 @@ def _git(root: Path, *args: str) -> str | None:
     return p.stdout.strip() if p.returncode == 0 else None
 
 
+# what the pipeline itself writes into git-tracked paths (DVC metrics and plots with cache: false, the lock file): a
+# run's own outputs do not make the code that produced them dirty
+OUTPUT_PATHS = ("metrics", "plots", "dvc.lock")
+
+
 def git_state(root: Path) -> dict[str, str]:
-    """``{"r2m.git.commit": sha, "r2m.git.dirty": "true" | "false"}`` of the checkout at ``root``."""
+    """``{"r2m.git.commit": sha, "r2m.git.dirty": "true" | "false"}`` of the checkout at ``root``; dirty = a tracked
+    file other than the pipeline's outputs (:data:`OUTPUT_PATHS`) differs from the commit."""
     commit = _git(root, "rev-parse", "HEAD")
-    status = _git(root, "status", "--porcelain", "--untracked-files=no") if commit else None
+    excludes = [f":(exclude){p}" for p in OUTPUT_PATHS]
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excludes) if commit else None
     dirty = UNKNOWN if status is None else str(bool(status)).lower()
     return {"r2m.git.commit": commit or UNKNOWN, "r2m.git.dirty": dirty}
 

@@ -35,6 +35,13 @@ def test_git_state_commit_and_dirty_flag(tmp_path):
     assert lineage.git_state(tmp_path) == {"r2m.git.commit": head, "r2m.git.dirty": "false"}
     (tmp_path / "untracked.txt").write_text("not code\n")  # untracked files do not make the code dirty
     assert lineage.git_state(tmp_path)["r2m.git.dirty"] == "false"
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "m.json").write_text("{}\n")
+    _sh(tmp_path, "git", "add", "metrics")
+    _sh(tmp_path, *GIT, "commit", "-qm", "m")
+    head = _sh(tmp_path, "git", "rev-parse", "HEAD")
+    (tmp_path / "metrics" / "m.json").write_text('{"acc": 1}\n')  # the pipeline's own output: not dirty code
+    assert lineage.git_state(tmp_path)["r2m.git.dirty"] == "false"
     (tmp_path / "a.py").write_text("x = 2\n")
     assert lineage.git_state(tmp_path) == {"r2m.git.commit": head, "r2m.git.dirty": "true"}
 
