@@ -260,6 +260,8 @@ def _promotion_text(res: dict) -> str:
         outcome = "would be promoted (dry run: nothing moved)" if res["promote"] else "would not be promoted (dry run)"
     else:
         outcome = "promoted to champion" if res["promoted"] else "not promoted: the champion stays"
+        if res.get("forced"):
+            outcome = "forced to champion although the gate failed (recorded as 'force' in the audit log)"
     return "\n".join([*lines, f"=> v{res['candidate']} {outcome}"])
 
 
@@ -274,14 +276,17 @@ def _promotion_text(res: dict) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="decide and print why, move nothing")
 @click.option("--rollback", is_flag=True, help="move champion back to the version that held it before this one")
+@click.option(
+    "--force", is_flag=True, help="a reviewer's override: move champion even if the gate fails (audited as 'force')"
+)
 @click.option("--history", is_flag=True, help="print the audit log of the model's alias moves and exit")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @_common
-def promote(which, dry_run, rollback, history, as_json, profile, params, overrides, workdir) -> None:
+def promote(which, dry_run, rollback, force, history, as_json, profile, params, overrides, workdir) -> None:
     """Move alias ``champion`` to the ``candidate`` version if it passes its kind's gate (policy: held-out judge win
     rate vs the references; reward model / R2M head: held-out accuracy and ECE; each with a confidence interval and
     a margin against the champion, gates in params.yaml ``promote``). Exit 0 when it moved (or would, with
-    --dry-run), 1 when the gate keeps the champion."""
+    --dry-run, or --force), 1 when the gate keeps the champion."""
     from r2m import tracking
     from r2m.config import load_config
     from tasks.register import promote as promote_candidate
@@ -295,12 +300,12 @@ def promote(which, dry_run, rollback, history, as_json, profile, params, overrid
             entries = tracking.audit_log(f"{cfg.mlflow.registry_prefix}-{which}")
             click.echo(json.dumps(entries, indent=2) if as_json else _audit_text(entries))
             return
-        res = promote_candidate(cfg, workdir, which, dry_run=dry_run, rollback=rollback)
+        res = promote_candidate(cfg, workdir, which, dry_run=dry_run, rollback=rollback, force=force)
     except LookupError as e:
         click.echo(f"error: promote: {e.args[0] if e.args else e}", err=True)
         sys.exit(2)
     click.echo(json.dumps(res, indent=2) if as_json else _promotion_text(res))
-    sys.exit(0 if rollback or res["promote"] else 1)
+    sys.exit(0 if rollback or res["promote"] or res.get("forced") else 1)
 
 
 def _audit_text(entries: list[dict]) -> str:

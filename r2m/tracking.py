@@ -765,16 +765,18 @@ def promote(
     decide: Callable[[int, dict, int | None, dict | None], Any],
     *,
     dry_run: bool = False,
+    force: bool = False,
     from_alias: str = "candidate",
     to_alias: str = "champion",
 ) -> dict:
-    """Move ``to_alias`` to the ``from_alias`` version if ``decide`` lets it.
+    """Move ``to_alias`` to the ``from_alias`` version if ``decide`` lets it (or, with ``force``, even if not: a
+    reviewer's override, audited as action ``force`` with the failed checks as its reason).
 
     ``decide(candidate, candidate_tags, champion, champion_tags)`` (versions and their tags; ``champion`` None when
     no version holds ``to_alias``) returns an object with ``promote`` (bool), ``checks`` (``(passed, what)``
-    pairs) and ``reason`` (:class:`r2m.promotion.Decision`). With ``dry_run`` nothing moves. Returns ``{"model",
-    "candidate", "champion", "promote", "promoted", "dry_run", "checks", "reason"}`` (``champion``: the version
-    holding ``to_alias`` before the call). Failing the gate is not an error.
+    pairs) and ``reason`` (:class:`r2m.promotion.Decision`). With ``dry_run`` nothing moves. Returns
+    ``{"model", "candidate", "champion", "promote", "promoted", "forced", "dry_run", "checks", "reason"}``
+    (``champion``: the version holding ``to_alias`` before the call). Failing the gate is not an error.
 
     Raises:
         LookupError: the registered model or its ``from_alias`` does not exist.
@@ -796,13 +798,15 @@ def promote(
         "champion": champion,
         "promote": bool(decision.promote),
         "promoted": False,
+        "forced": False,
         "dry_run": dry_run,
         "checks": [{"passed": ok, "check": what} for ok, what in decision.checks],
         "reason": decision.reason,
     }
-    if decision.promote and not dry_run:
-        move_alias(name, to_alias, candidate, action="promote", reason=decision.reason)
-        result["promoted"] = True
+    if (decision.promote or (force and candidate != champion)) and not dry_run:
+        action = "promote" if decision.promote else "force"
+        move_alias(name, to_alias, candidate, action=action, reason=decision.reason)
+        result["promoted"], result["forced"] = True, not decision.promote
     log.info("promote %s%s: %s", name, " (dry run)" if dry_run else "", decision.reason)
     return result
 

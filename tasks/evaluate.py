@@ -51,12 +51,14 @@ def checkpoint_table(
     sft_gens: list[str],
     proxy_rm: RewardModel,
     final_gens: list[str] | None = None,
+    final_wins: dict | None = None,
 ) -> dict:
     """Every round scored by proxy / held-out / gold (``gold_fn``; None: no gold scores), the checkpoint choices with
     their win rates (``judge``).
 
     ``final_gens``: the final policy's eval generations, reused for the round ``final/`` is a copy of (greedy, so
-    the same text) instead of generating them again."""
+    the same text) instead of generating them again; ``final_wins``: its win-rate reports (``vs_reference``,
+    ``vs_sft``), reused for that round instead of judging the same pairs again."""
     final_info = paths.rl_run(run) / "final" / "round.json"
     final_round = read_json(final_info)["round"] if final_info.exists() else None
     heldout_rm = RewardModel.load(paths.rm_heldout) if paths.rm_heldout.exists() else None
@@ -86,6 +88,8 @@ def checkpoint_table(
     wins: dict[int, dict] = {}
     checkpoints = {}
     for choice, i in choose(rounds).items():
+        if i not in wins and final_wins is not None and final_gens is not None and rounds[i]["round"] == final_round:
+            wins[i] = {k: {w: final_wins[k][w] for w in WIN_KEYS if w in final_wins[k]} for k in final_wins}
         if i not in wins:
             vs_ref = compare(judge, rows, gens_of[i], refs, "ref", progress=False)[0]
             vs_sft = compare(judge, rows, gens_of[i], sft_gens, "sft", progress=False)[0]
@@ -130,7 +134,10 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     if pairs:
         metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
     sft = [sft_gens[r["id"]] for r in rows]
-    metrics.update(checkpoint_table(cfg, paths, run, rows, judge, gold_fn, sft, proxy_rm, final_gens=gens))
+    final_wins = {"vs_reference": metrics["vs_reference"], "vs_sft": metrics["vs_sft"]}
+    metrics.update(
+        checkpoint_table(cfg, paths, run, rows, judge, gold_fn, sft, proxy_rm, final_gens=gens, final_wins=final_wins)
+    )
     out = paths.metrics / "eval"
     write_jsonl(out / f"{run}_generations.jsonl", generation_rows(rows, gens))
     write_json(out / f"{run}.json", metrics)

@@ -88,10 +88,19 @@ def head_evidence(paths: Paths, run: str) -> Evidence | None:
     return _pair_evidence("reward_head", paths, f, (read_json(f) if f.exists() else {}).get("rm_test"))
 
 
-def promote(cfg: Config, workdir: str | Path, model: str, *, dry_run: bool = False, rollback: bool = False) -> dict:
+def promote(
+    cfg: Config,
+    workdir: str | Path,
+    model: str,
+    *,
+    dry_run: bool = False,
+    rollback: bool = False,
+    force: bool = False,
+) -> dict:
     """Move alias ``champion`` of ``<registry_prefix>-<model>`` to its ``candidate`` version if that passes its
     kind's gate (:func:`r2m.promotion.decide` with ``cfg.promote``), or with ``rollback`` back to the previous
-    champion; ``dry_run`` decides (and says why) without moving anything."""
+    champion; ``dry_run`` decides (and says why) without moving anything; ``force`` moves it even when the gate
+    fails (audited as ``force``, with the failed checks)."""
     from r2m import tracking
     from tasks.common import configure_tracking
 
@@ -112,7 +121,7 @@ def promote(cfg: Config, workdir: str | Path, model: str, *, dry_run: bool = Fal
             champion_version=champion,
         )
 
-    return tracking.promote(name, gate, dry_run=dry_run)
+    return tracking.promote(name, gate, dry_run=dry_run, force=force)
 
 
 def _tags(evidence: Evidence | None) -> dict[str, str]:

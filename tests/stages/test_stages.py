@@ -140,7 +140,15 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method, monkeypatch):
     generated = []
     real = evaluate_mod.eval_generations
     monkeypatch.setattr(evaluate_mod, "eval_generations", lambda *a, **k: generated.append(1) or real(*a, **k))
+    compared = []
+    real_compare = evaluate_mod.compare
+    monkeypatch.setattr(evaluate_mod, "compare", lambda *a, **k: compared.append(1) or real_compare(*a, **k))
     ev = run_stage("evaluate", ci_cfg, tiny_pipeline, mlflow=False, run=f"{algo}-{method}")["metrics"]
+    # the final round's pairs are judged once (vs reference, vs SFT), each other chosen round once more
+    other_rounds = {c["round"] for c in ev["checkpoints"].values()} - {2}
+    assert len(compared) == 2 * (1 + len(other_rounds))
+    final = ev["checkpoints"]["final"]
+    assert final["vs_reference"] == {k: ev["vs_reference"][k] for k in final["vs_reference"]}
     # the final policy and round 1: round 2 is what final/ copies, its (greedy) generations are the final's
     assert len(generated) == 2
     assert ev["rounds"][-1]["policy_completion_words"] == ev["policy_completion_words"]

@@ -292,6 +292,9 @@ def test_promote_rollback_and_audit(mlf: MlflowClient, tmp_path: Path) -> None:
     assert register(165) == 2  # inside v2's interval: a tie keeps v1
     tie = tracking.promote(name, gate)
     assert not tie["promote"] and "tie" in tie["reason"] and tracking.get_version_by_alias(name, "champion") == 1
+    forced = tracking.promote(name, gate, force=True)  # a reviewer's override, audited
+    assert forced["promoted"] and forced["forced"] and tracking.get_version_by_alias(name, "champion") == 2
+    assert tracking.rollback(name)["to"] == 1 and tracking.get_version_by_alias(name, "champion") == 1
     assert register(190) == 3
     assert tracking.promote(name, gate)["promoted"] and tracking.get_version_by_alias(name, "champion") == 3
     assert register(195, eval_set="rm_test.jsonl:other") == 4
@@ -311,13 +314,15 @@ def test_promote_rollback_and_audit(mlf: MlflowClient, tmp_path: Path) -> None:
         ("register", "candidate", None, 1),
         ("promote", "champion", None, 1),
         ("register", "candidate", 1, 2),
+        ("force", "champion", 1, 2),
+        ("rollback", "champion", 2, 1),
         ("register", "candidate", 2, 3),
         ("promote", "champion", 1, 3),
         ("register", "candidate", 3, 4),
         ("rollback", "champion", 3, 1),
     ]
-    assert [e["seq"] for e in log] == list(range(1, 8)) and all(e["user"] and e["time"].endswith("Z") for e in log)
-    assert "lies below the candidate" in log[4]["reason"]
+    assert [e["seq"] for e in log] == list(range(1, 10)) and all(e["user"] and e["time"].endswith("Z") for e in log)
+    assert "lies below the candidate" in log[6]["reason"] and "tie" in log[3]["reason"]
     assert mlf.get_model_version(name, "1").tags["r2m.alias.champion"].endswith("rollback")
 
     mlf.set_registered_model_alias(name, "champion", "2")  # moved outside r2m: "previous" is unknown
