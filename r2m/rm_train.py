@@ -52,13 +52,15 @@ def train_reward_model(
     rm: RewardModel, rows: Sequence[dict], cfg: RewardModelConfig, seed: int, progress: bool = True
 ) -> list[float]:
     """BT-train ``rm`` in place. With ``train_trunk=False`` the trunk is frozen and its embeddings are computed once
-    (cached), so only the head trains (cheap even for a 135M trunk). Returns the loss per optimiser step."""
+    (cached; a cache ``rm`` already has, e.g. another RM's on the same trunk, is kept), so only the head trains (cheap
+    even for a 135M trunk). Returns the loss per optimiser step."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     chosen, rejected = _texts(rows, "chosen"), _texts(rows, "rejected")
     if not cfg.train_trunk:
         rm.trunk.requires_grad_(False)
-        rm.embedding_cache = {}  # frozen trunk: later scoring of the same texts reuses these embeddings
+        if rm.embedding_cache is None:  # frozen trunk: later scoring of the same texts reuses these embeddings
+            rm.embedding_cache = {}
         e_c = rm.embed_texts(chosen, max_length=cfg.max_length, progress=progress)
         e_r = rm.embed_texts(rejected, max_length=cfg.max_length, progress=progress)
         params = list(rm.head.parameters())

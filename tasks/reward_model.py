@@ -19,8 +19,13 @@ from r2m.paths import Paths
 from r2m.rm_train import load_trunk, score_pairs, train_reward_model
 
 
-def _train(cfg: Config, paths: Paths, train: list[dict], test: list[dict], seed: int, progress: bool):
+def _train(
+    cfg: Config, paths: Paths, train: list[dict], test: list[dict], seed: int, progress: bool, cache: dict | None = None
+):
+    """Train one RM; ``cache``: text -> embedding of the same frozen trunk (another RM's), reused."""
     rm = load_trunk(cfg, paths, seed=seed)
+    if cache is not None and not cfg.reward_model.train_trunk:
+        rm.embedding_cache = cache
     t0 = time.perf_counter()
     losses = train_reward_model(rm, train, cfg.reward_model, seed, progress=progress)
     seconds = time.perf_counter() - t0
@@ -47,7 +52,8 @@ def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) 
     test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
     rm, metrics, seconds = _train(cfg, paths, train, test, cfg.seed, progress)
     h_seed = cfg.seed + cfg.preferences.heldout_seed_offset
-    rm_h, metrics_h, seconds_h = _train(cfg, paths, heldout, test, h_seed, progress)
+    # both RMs read the same frozen trunk: the test texts are embedded once
+    rm_h, metrics_h, seconds_h = _train(cfg, paths, heldout, test, h_seed, progress, cache=rm.embedding_cache)
     if all("label_agrees_with_gold" in r for r in train):
         metrics["train_label_agreement_with_gold"] = sum(r["label_agrees_with_gold"] for r in train) / len(train)
     metrics["heldout_rm"] = metrics_h
