@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, GPTNeoXModel
+from transformers import GPTNeoXForCausalLM, GPTNeoXModel
 
 from r2m.config import Config
 from r2m.losses import grebt_terms
@@ -14,22 +14,9 @@ from r2m.models.tokenizer import train_bpe_tokenizer
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import VARIANTS, R2MScorer, R2MUpdater, build_head, score_with_feedback
 from r2m.rl.reward import RewardFunction
+from tests.helpers.tiny_models import neox_config
 
 TEXTS = ["my roommate Jake owes me $300 for rent", "my cat Milo needs a $2,500 vet visit", "TL;DR: help"] * 8
-
-
-def neox_config(tok, hidden_size: int, num_hidden_layers: int = 1) -> GPTNeoXConfig:
-    """A tiny GPT-NeoX for ``tok`` (2 heads, 64 positions)."""
-    return GPTNeoXConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, GPTNeoXModel
+from transformers import GPTNeoXForCausalLM, GPTNeoXModel
 
 from r2m import tracking
 from r2m.generation import generate
@@ -21,6 +21,7 @@ from r2m.models.reward_model import RewardModel
 from r2m.models.tokenizer import train_bpe_tokenizer
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import feedback_scorer
+from tests.helpers.tiny_models import neox_config
 
 TEXTS = ["my roommate Jake owes me $300 for rent", "my cat Milo needs a $2,500 vet visit", "TL;DR: help"] * 8
 PROMPTS = ["my roommate Jake owes me", "my cat Milo needs"]
@@ -47,19 +48,6 @@ print("RESULT" + json.dumps(out))
 """
 
 
-def _config(tok, hidden: int) -> GPTNeoXConfig:
-    return GPTNeoXConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny policy (with tokenizer), reward model and R2M head (non-trivial cross-attention), saved as the
@@ -67,10 +55,10 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     tok = train_bpe_tokenizer(TEXTS, vocab_size=300)
-    policy = GPTNeoXForCausalLM(_config(tok, 24))
+    policy = GPTNeoXForCausalLM(neox_config(tok, 24))
     policy.save_pretrained(root / "policy", safe_serialization=True)
     tok.save_pretrained(root / "policy")
-    rm = RewardModel(GPTNeoXModel(_config(tok, 16)), tok)
+    rm = RewardModel(GPTNeoXModel(neox_config(tok, 16)), tok)
     rm.save(root / "rm")
     cfg = R2MHeadConfig(rm_dim=16, policy_dim=24, attn_dim=8, out_init_gain=1.0, total_steps=4, omega_floor=0.5)
     R2MRewardHead(cfg, head=rm.head).save(root / "head")
