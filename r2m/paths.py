@@ -11,6 +11,13 @@ from r2m.config import Config
 SFT_GENERATIONS = "eval_generations.jsonl"
 
 
+def relative_posix(path: Path, root: str | Path | None) -> str:
+    """``path`` relative to ``root`` (POSIX) when inside it, else ``path`` as given."""
+    if root is not None and path.is_relative_to(Path(root).resolve()):
+        return path.relative_to(Path(root).resolve()).as_posix()
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Paths:
     """Resolved stage locations under one working directory."""

@@ -56,6 +56,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
+from r2m.paths import relative_posix
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -524,13 +526,6 @@ def _check_model_dir(model_dir: Path) -> None:
         )
 
 
-def _relative(path: Path, root: str | Path | None) -> str:
-    """``path`` relative to ``root`` (POSIX) when inside it, else absolute."""
-    if root is not None and path.is_relative_to(Path(root).resolve()):
-        return path.relative_to(Path(root).resolve()).as_posix()
-    return str(path)
-
-
 def _signature(kind: str):
     """The pyfunc signature of a model kind: policy ``prompt`` strings in, completions out, with generation params;
     reward model / head ``(prompt, response)`` rows in, scores out."""
@@ -635,7 +630,7 @@ def register_model_dir(
         name,
         source=info.model_uri,
         run_id=run_id,
-        tags={TAG_KIND: kind, "r2m.source_dir": _relative(model_dir, source_root), **(tags or {})},
+        tags={TAG_KIND: kind, "r2m.source_dir": relative_posix(model_dir, source_root), **(tags or {})},
         description=description or None,
         model_id=info.model_id,
     )

@@ -37,6 +37,11 @@ from r2m.rl.callbacks import read_rows
 WIN_KEYS = ("win_rate_ties_half", "ci_low", "ci_high", "n_valid", "wins", "ties", "losses", "lc_win_rate")
 
 
+def _win_summary(report: dict) -> dict:
+    """The :data:`WIN_KEYS` of a win-rate report."""
+    return {k: report[k] for k in WIN_KEYS if k in report}
+
+
 def _frozen_score(rm: RewardModel, rows: list[dict], gens: list[str], max_length: int) -> float:
     return float(rm.score_texts([r["prompt"] + g for r, g in zip(rows, gens, strict=True)], max_length).mean())
 
@@ -89,12 +94,11 @@ def checkpoint_table(
     checkpoints = {}
     for choice, i in choose(rounds).items():
         if i not in wins and final_wins is not None and final_gens is not None and rounds[i]["round"] == final_round:
-            wins[i] = {k: {w: final_wins[k][w] for w in WIN_KEYS if w in final_wins[k]} for k in final_wins}
+            wins[i] = {k: _win_summary(rep) for k, rep in final_wins.items()}
         if i not in wins:
             vs_ref = compare(judge, rows, gens_of[i], refs, "ref", progress=False)[0]
             vs_sft = compare(judge, rows, gens_of[i], sft_gens, "sft", progress=False)[0]
-            pick = lambda rep: {k: rep[k] for k in WIN_KEYS if k in rep}  # noqa: E731
-            wins[i] = {"vs_reference": pick(vs_ref), "vs_sft": pick(vs_sft)}
+            wins[i] = {"vs_reference": _win_summary(vs_ref), "vs_sft": _win_summary(vs_sft)}
         checkpoints[choice] = {
             **{k: rounds[i][k] for k in ("round", "step", "proxy", "heldout", "gold") if k in rounds[i]},
             **wins[i],

@@ -10,12 +10,13 @@ reproducible output, so it is no DVC output (the stage's effect is the MLflow re
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 from r2m.config import Config
 from r2m.data.io import read_json, write_json
+from r2m.paths import relative_posix
 from r2m.promotion import Evidence, decide
+from tasks.caching import path_digest
 from tasks.common import REGISTRY_FILE, Paths
 
 PROMOTION_METRIC = "win_rate_vs_reference"
@@ -35,12 +36,7 @@ def pick_best(paths: Paths, runs: list[str]) -> tuple[str, float | None]:
 
 def _eval_set(path: Path, judge: str = "") -> str:
     """Fingerprint of a held-out file (and the judge that labelled it): evidence is comparable only when equal."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return f"{path.name}:{digest}" + (f":{judge}" if judge else "")
-
-
-def _rel(paths: Paths, f: Path) -> str:
-    return f.relative_to(paths.root).as_posix() if f.is_relative_to(paths.root) else str(f)
+    return f"{path.name}:{path_digest(path)[:16]}" + (f":{judge}" if judge else "")
 
 
 def policy_evidence(paths: Paths, run: str) -> Evidence | None:
@@ -57,7 +53,7 @@ def policy_evidence(paths: Paths, run: str) -> Evidence | None:
         wins=vs["wins"],
         ties=vs["ties"],
         losses=vs["losses"],
-        source=_rel(paths, f),
+        source=relative_posix(f, paths.root),
     )
 
 
@@ -70,7 +66,7 @@ def _pair_evidence(kind: str, paths: Paths, f: Path, report: dict | None) -> Evi
         correct=round(report["accuracy"] * report["n"]),
         n_pairs=report["n"],
         ece=report["ece"],
-        source=_rel(paths, f),
+        source=relative_posix(f, paths.root),
     )
 
 
