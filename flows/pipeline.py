@@ -8,7 +8,9 @@ bytes a stage writes cannot depend on the orchestrator (Prefect's own threads dr
 generator, which the RL checkpoint saves), and ``r2m run`` and ``dvc repro`` produce the same files. Tasks are
 cached on their content (:mod:`tasks.caching`): an identical rerun runs nothing and registers nothing new. The RL
 and evaluation tasks retry once on failure, never on bad input (exit status 2): a retry resumes RL from the last
-finished round. MLflow: one parent run per configuration (the one ``dvc repro`` uses too), one nested run per stage.
+finished round. One writer per work directory: the flow holds its lock (:mod:`r2m.workdir_lock`) and its stages
+inherit it; a second run there fails at once. MLflow: one parent run per configuration (the one ``dvc repro`` uses
+too), one nested run per stage.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import get_run_context
 
 from r2m.config import load_config
 from r2m.data.io import read_json
 from r2m.env import set_offline_env
 from r2m.evaluation.report import timings_report
 from r2m.paths import Paths
+from r2m.workdir_lock import workdir_lock
 from tasks import caching, stages
 from tasks.common import REGISTRY_FILE, dvc_pipeline_id
 
@@ -102,16 +106,19 @@ def _run_stages(
     logger = get_run_logger()
     cfg = load_config(params, profile=profile, overrides=overrides)
     logger.info("profile=%s runs=%s workdir=%s", cfg.profile, cfg.run_names(), Path(workdir).resolve())
-    for stage in stages.STAGES:
-        if names is not None and stage.name not in names:
-            continue
-        if not stage.needed(cfg):  # an optional stage no method of rl.methods needs
-            continue
-        if stage.needs_mlflow and not mlflow:
-            logger.info("skipping %s (needs MLflow)", stage.name)
-            continue
-        for run in cfg.run_names() if stage.matrix else [None]:
-            _run_cached(stage, cfg, run, stage_command(stage.name, params, profile, overrides, workdir, mlflow, run))
+    # one writer per work directory: the stages (child processes) inherit the flow's lock, any other run fails
+    with workdir_lock(workdir, command=f"flow {get_run_context().flow_run.name}"):
+        for stage in stages.STAGES:
+            if names is not None and stage.name not in names:
+                continue
+            if not stage.needed(cfg):  # an optional stage no method of rl.methods needs
+                continue
+            if stage.needs_mlflow and not mlflow:
+                logger.info("skipping %s (needs MLflow)", stage.name)
+                continue
+            for run in cfg.run_names() if stage.matrix else [None]:
+                cmd = stage_command(stage.name, params, profile, overrides, workdir, mlflow, run)
+                _run_cached(stage, cfg, run, cmd)
     return {"cfg": cfg, "paths": Paths.of(cfg, workdir)}
 
 

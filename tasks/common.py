@@ -17,12 +17,13 @@ from r2m.config import Config, ConfigError, load_config
 from r2m.data.io import DatasetError, DataValidationError, write_json
 from r2m.env import numerics_info, set_offline_env
 from r2m.paths import Paths  # noqa: F401  (re-exported until every caller imports r2m.paths)
+from r2m.workdir_lock import WorkdirLocked, workdir_lock
 from tasks import stages
 
 set_offline_env()
 log = logging.getLogger("r2m")
 # bad input a user can fix: printed as one line (no traceback unless --debug), exit status 2
-USER_ERRORS = (ConfigError, DataValidationError, DatasetError)
+USER_ERRORS = (ConfigError, DataValidationError, DatasetError, WorkdirLocked)
 REGISTRY_FILE = "registry.json"  # register's record of the versions it made (beside mlflow.db; no DVC output)
 # the stages show their own progress bars; silence transformers' per-shard bars and deprecation chatter
 warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
@@ -147,33 +148,35 @@ def run_stage(
         raise ValueError(f"the {name} stage needs MLflow (it writes to the model registry)")
     matrix = stage.matrix_kwargs(run)
     view = stages.stage_config(cfg, stage)
-    set_threads(cfg)
-    seed_everything(cfg.seed)
-    fn = stage.function()
     label = "-".join([name, *matrix.values()])
-    t0 = time.perf_counter()
-    if not mlflow:
-        result = fn(view, workdir, **matrix, **kwargs)
-        if not follower:
-            write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
-        return result
-    from r2m import tracking
-    from tasks import lineage
+    # one writer per work directory; under `accelerate launch` rank 0 holds it for every rank
+    with contextlib.nullcontext() if follower else workdir_lock(workdir, command=f"stage {label}"):
+        set_threads(cfg)
+        seed_everything(cfg.seed)
+        fn = stage.function()
+        t0 = time.perf_counter()
+        if not mlflow:
+            result = fn(view, workdir, **matrix, **kwargs)
+            if not follower:
+                write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
+            return result
+        from r2m import tracking
+        from tasks import lineage
 
-    params = {**matrix, **stages.declared_params(cfg, stage)}
-    tags = lineage.stage_tags(cfg, stage, run, workdir)
-    with tracked(label, cfg, workdir, pipeline_id, params=params, tags=tags) as active:
-        result = fn(view, workdir, **matrix, **kwargs)
-        tracking.log_metrics_dict(result.get("metrics", {}))
-        if result.get("headline") and active.parent_id:  # the results a reader looks for first, on the parent
-            tracking.log_metrics_dict(result["headline"], run_id=active.parent_id)
-        for rows in result.get("step_metrics", []):
-            tracking.log_step_metrics(rows)
-        for path in result.get("artifacts", []):
-            tracking.log_artifacts(path)
-        timings = write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
-        tracking.log_metrics_dict({f"timing.{k}": v for k, v in timings.items() if isinstance(v, int | float)})
-    return result
+        params = {**matrix, **stages.declared_params(cfg, stage)}
+        tags = lineage.stage_tags(cfg, stage, run, workdir)
+        with tracked(label, cfg, workdir, pipeline_id, params=params, tags=tags) as active:
+            result = fn(view, workdir, **matrix, **kwargs)
+            tracking.log_metrics_dict(result.get("metrics", {}))
+            if result.get("headline") and active.parent_id:  # the results a reader looks for first, on the parent
+                tracking.log_metrics_dict(result["headline"], run_id=active.parent_id)
+            for rows in result.get("step_metrics", []):
+                tracking.log_step_metrics(rows)
+            for path in result.get("artifacts", []):
+                tracking.log_artifacts(path)
+            timings = write_timings(Paths.of(view, workdir), label, time.perf_counter() - t0, result)
+            tracking.log_metrics_dict({f"timing.{k}": v for k, v in timings.items() if isinstance(v, int | float)})
+        return result
 
 
 def write_timings(paths: Paths, label: str, seconds: float, result: dict) -> dict:

@@ -4,8 +4,10 @@
   gold; four checkpoint choices (:mod:`r2m.evaluation.checkpoints`): final, best by proxy, best by held-out RM,
   gold-oracle best; for each, the win rate vs the reference summaries and vs the SFT policy (both orders,
   bootstrap 95% CI, length-controlled win rate);
-- reward-model accuracy on the static RM-test pairs and on pairs sampled from the final policy labelled by the
-  judge (strict: ties are wrong), with calibration;
+- reward-model accuracy on the static RM-test pairs (an R2M run's is the one its RL stage exported with the final
+  head: same reward, same pairs) and on pairs sampled from the final policy labelled by the judge (an LLM judge that
+  reports P(A), P(B): by its position-calibrated verdicts, as ``r2m evaluate``; strict: ties are wrong), with
+  calibration;
 - gold score / length / repetition of the final policy's generations.
 
 The judge is the gold judge when the task has one (the synthetic task); a real dataset has none, so its win rates
@@ -21,7 +23,7 @@ from pathlib import Path
 from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json, write_jsonl
 from r2m.data.rows import generation_rows, gold_key
-from r2m.evaluation.accuracy import pair_accuracy
+from r2m.evaluation.accuracy import ACCURACY_KEYS, pair_accuracy, pairs_digest
 from r2m.evaluation.checkpoints import choose, round_dirs, window_mean
 from r2m.evaluation.compare import compare
 from r2m.evaluation.generations import eval_generations
@@ -40,6 +42,19 @@ WIN_KEYS = ("win_rate_ties_half", "ci_low", "ci_high", "n_valid", "wins", "ties"
 def _win_summary(report: dict) -> dict:
     """The :data:`WIN_KEYS` of a win-rate report."""
     return {k: report[k] for k in WIN_KEYS if k in report}
+
+
+def exported_accuracy(final: Path, test: list[dict]) -> dict | None:
+    """The RM-test accuracy an R2M run exported with its final head (``final/rm_accuracy.json``: the same reward,
+    final policy feedback at t = T, on the same pairs, so the same numbers) when it was scored on exactly ``test``;
+    None otherwise (a run without a head, or an export of other pairs: score them here)."""
+    f = final / "rm_accuracy.json"
+    if not f.exists():
+        return None
+    acc = read_json(f)
+    if acc.get("pairs") != pairs_digest(test) or acc.get("n") != len(test):
+        return None
+    return {k: acc[k] for k in ACCURACY_KEYS}
 
 
 def _frozen_score(rm: RewardModel, rows: list[dict], gens: list[str], max_length: int) -> float:
@@ -123,7 +138,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
         metrics["judge"] = judge_label(cfg)
     score = run_reward(cfg, paths, paths.rl_run(run) / "final", model, tok)
     test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
-    metrics["rm_test"] = pair_accuracy(score, test)
+    metrics["rm_test"] = exported_accuracy(paths.rl_run(run) / "final", test) or pair_accuracy(score, test)
     own = score([r["prompt"] for r in rows], gens)
     metrics["policy_train_reward_mean"] = sum(own) / len(own)
     proxy_rm = RewardModel.load(paths.rm)
@@ -134,7 +149,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     if gold_fn is not None:
         gold = gold_fn([gold_key(r) for r in rows], gens)
         metrics["policy_gold_mean"] = sum(gold) / len(gold)
-    pairs = policy_pairs(model, tok, rows, judge, cfg)
+    pairs = policy_pairs(model, tok, rows, judge, cfg, calibrate=judge.name != "gold")  # as `r2m evaluate` labels
     if pairs:
         metrics["rm_policy_pairs"] = pair_accuracy(score, pairs)
     sft = [sft_gens[r["id"]] for r in rows]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,9 @@ def expected_calibration_error(
     return float(ece)
 
 
+ACCURACY_KEYS = ("n", "accuracy", "ece", "mean_margin", "ties")
+
+
 def reward_accuracy_report(
     scores_chosen: Sequence[float], scores_rejected: Sequence[float], n_bins: int = 10
 ) -> dict[str, Any]:
@@ -59,6 +64,14 @@ def reward_accuracy_report(
         "mean_margin": float(margin.mean()),
         "ties": int(np.sum(margin == 0)),
     }
+
+
+def pairs_digest(pairs: Sequence[Mapping]) -> str:
+    """Short sha256 of the (prompt, chosen, rejected) of ``pairs`` in order: which pairs an accuracy was scored on."""
+    h = hashlib.sha256()
+    for r in pairs:
+        h.update(json.dumps([r["prompt"], r["chosen"], r["rejected"]]).encode() + b"\n")
+    return h.hexdigest()[:16]
 
 
 def pair_accuracy(score, pairs) -> dict:

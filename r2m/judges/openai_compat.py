@@ -70,10 +70,14 @@ def _public_url(url: str) -> str:
     return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
 
 
+def _scrub(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` (the API key) replaced by ``***``."""
+    return text.replace(secret, "***") if secret else text
+
+
 def _snippet(text: str, secret: str) -> str:
     """A one-line, bounded excerpt of ``text`` with ``secret`` (the API key) scrubbed out."""
-    if secret:
-        text = text.replace(secret, "***")
+    text = _scrub(text, secret)
     text = " ".join(text.split())
     return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
 
@@ -271,7 +275,7 @@ class OpenAICompatibleJudge(Judge):
     def _verdict(self, item: PairwiseItem, record: Mapping[str, Any]) -> Verdict:
         """Parse a reply record; an unparseable reply is ``"invalid"`` (noting truncation when the model hit
         ``max_tokens``)."""
-        text = str(record.get("text") or "")
+        text = _scrub(str(record.get("text") or ""), self._key())  # also a record cached before scrubbing existed
         preferred, reason = self.template.parse(text)
         if preferred == "invalid" and record.get("finish_reason") == "length":
             reason = f"truncated (finish_reason=length, max_tokens={self.max_tokens}) before a verdict; {reason}"
@@ -282,8 +286,11 @@ class OpenAICompatibleJudge(Judge):
             for name, value in increments.items():
                 self._counts[name] += value
 
+    def _key(self) -> str:
+        return os.environ.get(self.api_key_env, "").strip()
+
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env, "").strip()
+        key = self._key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _request(self, client: httpx.Client, payload: dict[str, Any]) -> dict[str, Any]:
@@ -332,8 +339,8 @@ class OpenAICompatibleJudge(Judge):
                 response.status_code, f"malformed reply ({type(exc).__name__}: {exc}): {response.text}", attempts
             ) from None
         usage = data.get("usage") or {}
-        record = {
-            "text": text or "",
+        record = {  # a server may echo the request back: the key never reaches the cache or the verdicts
+            "text": _scrub(text or "", self._key()),
             "finish_reason": choice.get("finish_reason"),
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
             "completion_tokens": int(usage.get("completion_tokens") or 0),
@@ -346,7 +353,7 @@ class OpenAICompatibleJudge(Judge):
             url=_public_url(self.endpoint),
             model=self.model,
             status=status,
-            body=_snippet(body, os.environ.get(self.api_key_env, "").strip()),
+            body=_snippet(body, self._key()),
             attempts=attempts,
             hint=self._hint(status),
         )

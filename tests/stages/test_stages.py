@@ -156,6 +156,17 @@ def test_rl_then_evaluate(tiny_pipeline, ci_cfg, algo, method, monkeypatch):
         assert ev[key]["n"] == 12 and 0.0 <= ev[key]["win_rate_ties_half"] <= 1.0
         assert ev[key]["ci_low"] <= ev[key]["win_rate_ties_half"] <= ev[key]["ci_high"]
     assert 0.0 <= ev["rm_test"]["accuracy"] <= 1.0
+    if method in ("r2m", "iter_head"):  # taken from the run's export of its final head: what scoring here gives
+        from r2m.evaluation.accuracy import pair_accuracy
+        from r2m.evaluation.policy_pairs import run_reward
+        from r2m.models.builders import load_causal_lm
+
+        policy, tok = load_causal_lm(run_dir / "final" / "policy")
+        score = run_reward(ci_cfg, paths, run_dir / "final", policy, tok)
+        test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+        assert ev["rm_test"] == pair_accuracy(score, test)
+        assert evaluate_mod.exported_accuracy(run_dir / "final", test) == ev["rm_test"]
+        assert evaluate_mod.exported_accuracy(run_dir / "final", test[1:]) is None  # other pairs: scored anew
     assert [r["round"] for r in ev["rounds"]] == [1, 2]
     assert set(ev["checkpoints"]) == {"final", "best_proxy", "best_heldout", "oracle"}
     assert ev["checkpoints"]["final"]["round"] == 2

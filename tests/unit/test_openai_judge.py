@@ -362,6 +362,31 @@ def test_the_key_never_leaks(
     assert judge.describe()["api_key_env"] == KEY_ENV
 
 
+def test_a_key_echoed_in_a_successful_reply_is_never_stored(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    cache_path = tmp_path / "cache.sqlite"
+    judge = make_judge(server.base_url, cache=ReplyCache(cache_path), concurrency=1)
+    # a debugging proxy that echoes the request's headers into the reply, then answers
+    auth = lambda: server.requests[-1].headers.get("authorization")  # noqa: E731
+    server.responder = lambda body: (200, f"Comparison: headers {auth()} key={SECRET}\nPreferred: A")
+    verdicts = judge.judge([item("1"), item("2")], both_orders=True)
+    assert len(verdicts) == 2 and all(SECRET not in v.raw + v.reason and "***" in v.raw for v in verdicts)
+    assert SECRET.encode() not in cache_path.read_bytes()
+    # a cache written before the scrubbing existed (holding the key) is scrubbed on the way out too
+    again = make_judge(server.base_url, cache=ReplyCache(cache_path), concurrency=1)
+    keys = [row[0] for row in again.cache._db.execute("SELECT key FROM replies")]
+    assert len(keys) == 2  # the two items are the same pair: one reply per order
+    for key in keys:
+        record = again.cache.get(key)
+        again.cache.put(key, {**record, "text": record["text"].replace("***", SECRET)})
+    assert SECRET.encode() in cache_path.read_bytes()
+    n = len(server.requests)
+    assert all(SECRET not in v.raw + v.reason for v in again.judge([item("1"), item("2")], both_orders=True))
+    assert len(server.requests) == n  # served from the cache
+
+
 # --- construction -----------------------------------------------------------------------------------------------
 
 
