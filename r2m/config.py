@@ -425,6 +425,22 @@ class RLConfig:
             "measured steps inside their window of steps."
         },
     )
+    max_nonfinite_steps: int = field(
+        default=3,
+        metadata={
+            "help": "A step with a non-finite reward, loss, policy gradient or R2M head update is skipped (no "
+            "optimiser step; its sources are recorded as skipped_nonfinite in metrics.jsonl); the run stops with an "
+            "error naming them at the N-th such step. Not part of the resume fingerprint."
+        },
+    )
+    max_reward_scale: float = field(
+        default=10.0,
+        metadata={
+            "help": "Report a diverging reward (a warning once; reward_diverged_step in the run's summary) when the "
+            "training reward's RMS over a batch passes this multiple of the frozen vanilla RM's on the same "
+            "completions; reward_scale_ratio is logged every step. Not part of the resume fingerprint."
+        },
+    )
     use_vllm: bool = field(
         default=False,
         metadata={
@@ -1035,6 +1051,11 @@ class Config:
             raise ConfigError(f"rl.monitor_sample must be >= 0 (0 = all rollouts), got {self.rl.monitor_sample}")
         if self.rl.monitor_every < 1:
             raise ConfigError(f"rl.monitor_every must be >= 1 (1 = every step), got {self.rl.monitor_every}")
+        if self.rl.max_nonfinite_steps < 1 or not self.rl.max_reward_scale > 1.0:
+            raise ConfigError(
+                "rl.max_nonfinite_steps must be >= 1 and rl.max_reward_scale > 1, got "
+                f"{self.rl.max_nonfinite_steps}, {self.rl.max_reward_scale}"
+            )
         self._validate_vllm()
         if not 0.0 <= self.r2m.alpha <= 1.0:
             raise ConfigError(f"r2m.alpha must be in [0, 1], got {self.r2m.alpha}")

@@ -173,6 +173,15 @@ def check_same_on_all_ranks(state: Mapping[str, Tensor], what: str) -> str:
     return digest
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (one all-reduce); ``flag`` itself without a process group."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def weighted_mean(values: Tensor, weight: float) -> Tensor:
     """``sum_r weight_r values_r / sum_r weight_r`` over the ranks, in one all-reduce.
 

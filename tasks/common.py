@@ -17,13 +17,15 @@ from r2m.config import Config, ConfigError, load_config
 from r2m.data.io import DatasetError, DataValidationError, write_json
 from r2m.env import numerics_info, set_offline_env
 from r2m.paths import Paths  # noqa: F401  (re-exported until every caller imports r2m.paths)
+from r2m.rl.numerics import NumericalFault
 from r2m.workdir_lock import WorkdirLocked, workdir_lock
 from tasks import stages
 
 set_offline_env()
 log = logging.getLogger("r2m")
-# bad input a user can fix: printed as one line (no traceback unless --debug), exit status 2
-USER_ERRORS = (ConfigError, DataValidationError, DatasetError, WorkdirLocked)
+# bad input a user can fix (and a run stopped by its numbers, which a retry would only repeat): printed as one line
+# (no traceback unless --debug), exit status 2
+USER_ERRORS = (ConfigError, DataValidationError, DatasetError, WorkdirLocked, NumericalFault)
 REGISTRY_FILE = "registry.json"  # register's record of the versions it made (beside mlflow.db; no DVC output)
 # the stages show their own progress bars; silence transformers' per-shard bars and deprecation chatter
 warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")

@@ -212,6 +212,8 @@ STAGES: tuple[Stage, ...] = (
             *(f"rl.{k}" for k in ("max_completion_length", "temperature", "lr", "beta", "max_grad_norm")),
             "rl.monitor_sample",
             "rl.monitor_every",
+            "rl.max_nonfinite_steps",
+            "rl.max_reward_scale",
             "rl.bf16",
             "rl.use_vllm",
             *(f"rl.vllm_{k}" for k in ("mode", "server_base_url", "server_host", "server_port")),

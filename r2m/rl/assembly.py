@@ -21,11 +21,13 @@ from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
 from r2m.prompts import render_prompt, render_prompts
 from r2m.rl.methods import METHODS, Method
+from r2m.rl.numerics import FaultLog
 from r2m.rl.peers import EnsembleScorer, PARScorer, PenalisedScorer, Penalty
 from r2m.rl.policy_pass import PolicyMonitor
 from r2m.rl.r2m import R2MScorer, R2MUpdater, ReplayPairs, build_head, score_with_feedback
 from r2m.rl.reward import FrozenRMs, RewardFunction, VanillaScorer
 from r2m.rl.runner import (
+    GUARD_KEYS,
     VLLM_ADDRESS_KEYS,
     VLLM_KEYS,
     RunSpec,
@@ -191,7 +193,7 @@ def run_fingerprint(cfg: Config, algo: str, method: str, inputs: str, n_prompts:
         "algo": algo,
         "method": method,
         "seed": cfg.seed,
-        "rl": {k: v for k, v in d["rl"].items() if k not in VLLM_KEYS},
+        "rl": {k: v for k, v in d["rl"].items() if k not in VLLM_KEYS and k not in GUARD_KEYS},
         "r2m": d["r2m"],
         "policy": d["policy"],
         "inputs": inputs,
@@ -242,7 +244,8 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     if heldout is not None:
         heldout.share_trunk_with(proxy)  # a frozen trunk with two heads (smol): embedded once per batch
     frozen = FrozenRMs(proxy, heldout, max_length=cfg.reward_model.max_length)
-    reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn, frozen=frozen)
+    faults = FaultLog(cfg.rl.max_nonfinite_steps, cfg.rl.max_reward_scale)
+    reward_fn = RewardFunction(scorer, monitor, cfg.rl.num_generations, gold=gold_fn, frozen=frozen, faults=faults)
     inputs = files_digest(paths.sft, paths.rm, *([paths.rm_heldout] if heldout is not None else []))
     fingerprint = run_fingerprint(cfg, algo, method, inputs, len(prompts))
     m = METHODS[method]

@@ -77,10 +77,16 @@ class MetricsRecorder(TrainerCallback):
             return
         # timed up to the log, which follows every callback's on_step_end (e.g. the R2M update), so it is included
         step_time = time.perf_counter() - self._t0
-        row = {"step": int(state.global_step)}
+        row: dict = {"step": int(state.global_step)}
+        nonfinite = []
         for k, v in logs.items():
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-                row[k] = float(v)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                if math.isfinite(v):
+                    row[k] = float(v)
+                else:  # JSON has no NaN / inf: the key is named instead of silently dropped
+                    nonfinite.append(k)
+        if nonfinite:
+            row["nonfinite"] = sorted(nonfinite)
         for extra in self.extras:
             row.update(extra())
         timing = {"step": row["step"], **{k: row.pop(k) for k in list(row) if is_timing(k)}}
@@ -185,6 +191,11 @@ class RoundExporter(TrainerCallback):
         barrier()
 
 
+def _fmt(value) -> str:
+    """A bar's number: 2 decimals; anything else (None, NaN) as it is."""
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
 class ProgressBar(TrainerCallback):
     """One tqdm bar per run with the numbers people watch (proxy, gold, KL, words), instead of raw log dicts."""
 
@@ -207,7 +218,7 @@ class ProgressBar(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is not None and logs:
-            self.bar.set_postfix({short: f"{logs[k]:.2f}" for k, short in self.KEYS if k in logs})
+            self.bar.set_postfix({short: _fmt(logs[k]) for k, short in self.KEYS if k in logs})
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

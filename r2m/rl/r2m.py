@@ -32,6 +32,7 @@ from r2m.config import Config
 from r2m.distributed import (
     all_gather_rows,
     all_reduce_grads,
+    any_rank,
     broadcast_params,
     check_whole_groups,
     is_distributed,
@@ -41,6 +42,7 @@ from r2m.losses import grebt_terms
 from r2m.models.feedback import gaussian_like
 from r2m.models.r2m_head import R2MHeadConfig, R2MRewardHead, load_state, save_state
 from r2m.models.reward_model import RewardModel
+from r2m.rl.numerics import grads_finite, nonfinite_count
 from r2m.rl.policy_pass import PolicyMonitor, PolicyPass, sequence_states
 from r2m.rl.variants import VARIANTS, Variant  # noqa: F401  (VARIANTS: re-exported for tasks.rl and the tests)
 from r2m.schedule import omega
@@ -205,6 +207,8 @@ class R2MUpdater(TrainerCallback):
         labels = cache["rewards"].view(-1, self.k) if self.self_labels == "annotation" else None
         replay = self.replay.features() if self.replay is not None else None
         head.train()
+        before = {k: v.detach().clone() for k, v in head.state_dict().items()}  # restored if the update is not finite
+        faulty = False
         for _ in range(self.updates):
             rewards = head(cache["rte"], h, mask, w).view(-1, self.k)
             std_floor = self.global_std_floor(rewards) if spread else self.gre_std_floor
@@ -218,8 +222,18 @@ class R2MUpdater(TrainerCallback):
             loss.backward()
             if spread:  # the gradient of the mean over all ranks' groups, before clipping: the same step everywhere
                 all_reduce_grads(head.trainable_parameters(), groups)
+            # a non-finite loss or gradient on any rank: no step anywhere, and the head keeps its parameters
+            if any_rank(nonfinite_count(loss) > 0 or not grads_finite(head.trainable_parameters())):
+                faulty = True
+                break
             torch.nn.utils.clip_grad_norm_(head.trainable_parameters(), self.grad_clip)
             self.optimizer.step()
+        if not faulty and any_rank(any(nonfinite_count(p) for p in head.trainable_parameters())):
+            faulty = True  # finite gradients, but a step that overflowed the parameters
+        if faulty:
+            self.optimizer.zero_grad(set_to_none=True)
+            head.load_state_dict(before)
+            self.reward_fn.faults.flag("R2M head update", f"GREBT loss {float(loss.detach()):.4g}; head restored")
         head.eval()
         if spread:  # log the terms over all groups, as one process holding the whole batch would
             names = list(terms)

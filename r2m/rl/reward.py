@@ -24,6 +24,7 @@ from torch import Tensor
 from r2m.distributed import is_distributed, weighted_means
 from r2m.evaluation.text_stats import batch_stats
 from r2m.models.reward_model import RewardModel
+from r2m.rl.numerics import FaultLog, nonfinite_count
 from r2m.rl.policy_pass import PolicyMonitor, PolicyPass
 
 GoldFn = Callable[[Sequence[str], Sequence[str]], list[float]]  # (post_ids, completions) -> gold scores
@@ -112,8 +113,10 @@ class RewardFunction:
         num_generations: int,
         gold: GoldFn | None = None,
         frozen: FrozenRMs | None = None,
+        faults: FaultLog | None = None,
     ) -> None:
         self.scorer = scorer
+        self.faults = faults if faults is not None else FaultLog(max_steps=3, max_scale=10.0)
         self.frozen = frozen
         self.monitor = monitor
         self.k = num_generations
@@ -138,6 +141,8 @@ class RewardFunction:
         rm_prompts = kwargs.get("rm_prompt") or prompts  # the plain task prompt the RM was trained on
         texts = [p + c for p, c in zip(rm_prompts, completions, strict=True)]
         rewards = self.scorer(texts, ppass, step, rm_prompts=rm_prompts, completion_ids=completion_ids).float().cpu()
+        if bad := nonfinite_count(rewards):  # skipped (NumericsGuard); never handed on as if it were a reward
+            self.faults.flag("reward", f"{bad} of {rewards.numel()} rewards non-finite ({type(self.scorer).__name__})")
         # the frozen RMs reuse a vanilla scorer's rewards as the proxy: hand them the base reward, before penalties
         base = getattr(self.scorer, "base_rewards", rewards).float().cpu()
         frozen = self.frozen(texts, self.scorer, base, step, rows) if self.frozen is not None else {}
@@ -149,6 +154,9 @@ class RewardFunction:
             **batch_stats(completions),
             **{f"penalty_{k}": float(v.mean()) for k, v in getattr(self.scorer, "last_penalties", {}).items()},
         }
+        proxy = frozen.get("proxy_reward")
+        if proxy is not None and (ratio := self.faults.scale(step + 1, base, proxy)) is not None:
+            metrics["reward_scale_ratio"] = ratio
         members = getattr(self.scorer, "last_members", None)  # an ensemble's normalised member scores [k, B]
         if members is not None:
             metrics["ensemble_member_std"] = float(members.std(0, unbiased=False).mean())

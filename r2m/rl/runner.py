@@ -34,6 +34,7 @@ from transformers import PrinterCallback, TrainerCallback
 from r2m.config import Config, ConfigError
 from r2m.distributed import barrier, broadcast_object, is_distributed, is_main_process, launched_world_size
 from r2m.rl.callbacks import (
+    METRICS_FILE,
     CheckpointScrubber,
     MetricsRecorder,
     ProgressBar,
@@ -44,6 +45,7 @@ from r2m.rl.callbacks import (
     read_rows,
     shards_weights,
 )
+from r2m.rl.numerics import NumericsGuard
 from r2m.rl.reward import RewardFunction
 from r2m.rl.variants import ALGOS
 
@@ -77,6 +79,8 @@ VLLM_KEYS = (
 )
 # where a vLLM server is: not part of what a run computes (a resume may find the server elsewhere)
 VLLM_ADDRESS_KEYS = ("vllm_server_base_url", "vllm_server_host", "vllm_server_port")
+# the numerical-fault guard's bounds (r2m.rl.numerics): they change what a healthy run computes in no way
+GUARD_KEYS = ("max_nonfinite_steps", "max_reward_scale")
 
 
 def policy_device() -> torch.device:
@@ -176,6 +180,7 @@ def trl_config(algo: str, cfg: Config, output_dir: Path, beta: float | None = No
         gradient_checkpointing=False,
         dataloader_num_workers=0,
         disable_tqdm=True,  # r2m.rl.callbacks.ProgressBar shows one bar with the key metrics instead
+        logging_nan_inf_filter=False,  # a NaN loss is logged as such (r2m.rl.numerics skips the step), not hidden
         **vllm,  # TRL's defaults unless rl.use_vllm / rl.vllm_* say otherwise
     )
     args = {"grpo": GRPOConfig, "rloo": RLOOConfig}[algo](**common)
@@ -303,12 +308,15 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
             spec.on_resume(ckpt)
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
     exporter = RoundExporter(spec.run_dir, steps_per_round, tokenizer, spec.extra_export)
+    faults = reward_fn.faults
+    faults.restore(read_rows(spec.run_dir / METRICS_FILE), start)  # a resumed run counts the skips before it
     callbacks = [
-        MetricsRecorder(spec.run_dir, spec.timings, resume_step=start, extras=spec.extra_metrics),
+        MetricsRecorder(spec.run_dir, spec.timings, resume_step=start, extras=[*spec.extra_metrics, faults.row]),
         CheckpointScrubber(),
         exporter,
-        *([ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
+        *([bar := ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
         *spec.callbacks,
+        NumericsGuard(faults),  # after the R2M update (on_step_end) and the metrics row (on_log)
     ]
     dataset = Dataset.from_list(
         [
@@ -334,7 +342,11 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     reward_fn.monitor.attach(trainer.model, capture=not uses_vllm(cfg))
     if ckpt is not None and not engine_restores_weights(trainer):
         load_checkpoint_weights(trainer.model, ckpt)
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    finally:  # a run that stops (e.g. on a numerical fault) closes its bar before the error is printed
+        if progress:
+            bar.on_train_end(None, None, None)
     main = is_main_process()
     tmp = spec.run_dir / ".final.tmp"
     if main:
@@ -361,7 +373,10 @@ def summarise(rows: Sequence[dict], tail_frac: float = 0.1) -> dict:
         return {}
     n_tail = max(1, int(len(rows) * tail_frac))
     first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
-    out: dict = {"steps": len(rows)}
+    out: dict = {"steps": len(rows), "nonfinite_steps_skipped": sum("skipped_nonfinite" in r for r in rows)}
+    diverged = [r["step"] for r in rows if r.get("reward_diverged")]
+    if diverged:
+        out["reward_diverged_step"] = diverged[0]
     for key in SUMMARY_KEYS:
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if not pts:

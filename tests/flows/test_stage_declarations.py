@@ -7,7 +7,8 @@ On one ``dvc repro`` of the ``ci`` profile in a temporary DVC project:
 - changing any declared param (or ``seed``), any declared data dep, a stage's module or a library file it imports
   makes ``dvc status`` report exactly the stages that declare it (and, through the DAG, everything downstream);
 - each stage, run in a fresh directory holding only params.yaml, configs/ and copies of its declared deps, succeeds,
-  writes every declared output and writes nothing else (bar the unhashed places: timings, MLflow, registry.json).
+  writes every declared output and writes nothing else (bar the unhashed places: timings, MLflow, registry.json,
+  the work-dir lock).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ RUNS = CFG.run_names()  # for parametrizing; re-read in the fixture
 STAGES = tuple(s for s in ALL_STAGES if s.needed(CFG))
 PROFILE_FILE = f"configs/{PROFILE}.yaml"
 # written by a stage but hashed by nobody, on purpose (see tasks/common.py, tasks/register.py, r2m/rl/runner.py)
-UNHASHED = ("timings/", "mlflow.db", "mlartifacts/", "registry.json", "models/rl.stale/")
+UNHASHED = ("timings/", "mlflow.db", "mlartifacts/", "registry.json", "models/rl.stale/", ".r2m.lock")
 MATRIX_KEYS = ("rl.algos", "rl.methods")
 
 

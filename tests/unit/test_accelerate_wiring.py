@@ -29,7 +29,7 @@ from r2m.distributed import (
     weighted_means,
 )
 from r2m.rl.policy_pass import PolicyMonitor, PolicyPass, sequence_states
-from r2m.rl.runner import VLLM_ADDRESS_KEYS, VLLM_KEYS, check_mixed_precision, policy_device, trl_config
+from r2m.rl.runner import GUARD_KEYS, VLLM_ADDRESS_KEYS, VLLM_KEYS, check_mixed_precision, policy_device, trl_config
 from tests.helpers.gloo import run_ranks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,8 @@ def test_the_fingerprint_gains_vllm_and_world_size_only_when_they_change_what_ru
     assert set(fp["rl"]) == RL_KEYS_BEFORE
     view = stages.stage_config(cfg, stages.get("rl"))  # what the stage sees: its declared rl keys
     declared = {p.split(".", 1)[1] for p in stages.get("rl").params if p.startswith("rl.")}
-    assert set(assembly.run_fingerprint(view, "grpo", "r2m", "digest", 64)["rl"]) == declared - set(VLLM_KEYS)
+    rl_keys = set(assembly.run_fingerprint(view, "grpo", "r2m", "digest", 64)["rl"])
+    assert rl_keys == declared - set(VLLM_KEYS) - set(GUARD_KEYS)  # the fault guard's bounds change no healthy run
     assert "vllm" not in json.dumps(assembly.run_fingerprint(view, "grpo", "r2m", "digest", 64))
 
     on = load_config(ROOT / "params.yaml", profile="ci", overrides=["rl.use_vllm=true", "rl.vllm_mode=server"])
