@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from r2m.config_ranges import check_ranges
 from r2m.rl.methods import METHODS as METHOD_TABLE
 from r2m.rl.methods import run_methods
 from r2m.rl.variants import ALGOS as ALGO_TABLE
@@ -997,6 +998,7 @@ class Config:
         return [f"{a}-{m}" for a in self.rl.algos for m in run_methods(self.rl.methods)]
 
     def validate(self) -> Config:
+        check_ranges(self, ConfigError)  # every numeric parameter's own range (r2m.config_ranges)
         for a in self.rl.algos:
             if a not in ALGOS:
                 raise ConfigError(f"rl.algos: unknown algorithm {a!r}; valid: {', '.join(ALGOS)}")

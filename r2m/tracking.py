@@ -71,6 +71,7 @@ TAG_PARENT_PIPELINE_ID = "r2m.parent_pipeline_id"
 TAG_KIND = "r2m.kind"
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_RETRY_OF = "r2m.retry_of"  # on a stage run: the unfinished run of the same stage it retries
 PIPELINE_ID_ENV = "R2M_PIPELINE_ID"
 
 MODEL_KINDS = ("policy", "reward_model", "reward_head")
@@ -410,6 +411,9 @@ def stage_run(
     run_tags.update({TAG_STAGE: stage, TAG_RUN_NAME: stage})
     if parent_id:
         run_tags.update({TAG_PARENT_RUN_ID: parent_id, TAG_PARENT_PIPELINE_ID: pipeline_id})
+    failed = _failed_attempt(client, exp_id, stage, parent_id)
+    if failed is not None:  # this run is a retry (Prefect's, or a rerun by hand) of a stage run that did not finish
+        run_tags[TAG_RETRY_OF] = failed
     run = client.create_run(exp_id, tags=_resolve_context_tags(run_tags), run_name=stage)
     run_id = run.info.run_id
     try:
@@ -434,6 +438,23 @@ def stage_run(
             mlflow.end_run(status)
         else:  # the body ended or stacked runs itself: terminate ours by id
             client.set_terminated(run_id, status=status)
+
+
+def _failed_attempt(client: MlflowClient, exp_id: str, stage: str, parent_id: str | None) -> str | None:
+    """The id of the latest run of ``stage`` (under ``parent_id``) when it did not finish: FAILED or KILLED, or still
+    RUNNING although a new run of the stage starts (its process died: a work directory has one writer, so nothing
+    else can be running it), which is marked FAILED here. None when the latest run finished (or there is none)."""
+    query = f"tags.`{TAG_STAGE}` = '{stage}'"
+    if parent_id:
+        query += f" and tags.`{TAG_PARENT_RUN_ID}` = '{parent_id}'"
+    latest = client.search_runs([exp_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1)
+    if not latest or latest[0].info.status == "FINISHED":
+        return None
+    run = latest[0]
+    if run.info.status in ("RUNNING", "SCHEDULED"):
+        client.set_tag(run.info.run_id, "r2m.ended_by", "a later run of the stage: this run's process had died")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id
 
 
 def _target_run(run_id: str | None) -> str:

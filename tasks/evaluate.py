@@ -128,7 +128,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     if not policy_dir.exists():
         raise FileNotFoundError(f"{policy_dir}: no final policy; run the rl stage for {run} first")
     model, tok = load_causal_lm(policy_dir)
-    rows = read_jsonl(paths.data / "eval_prompts.jsonl")
+    rows = read_jsonl(paths.data / "eval_prompts.jsonl", stage_input=True)
     gens = eval_generations(model, tok, rows, cfg)
     sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
     metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}

@@ -47,9 +47,9 @@ def _train(
 
 def reward_model(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     paths = Paths.of(cfg, workdir)
-    train = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA)
-    heldout = read_jsonl(paths.data / "rm_heldout.jsonl", PAIR_SCHEMA)
-    test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA)
+    train = read_jsonl(paths.data / "rm_train.jsonl", PAIR_SCHEMA, stage_input=True)
+    heldout = read_jsonl(paths.data / "rm_heldout.jsonl", PAIR_SCHEMA, stage_input=True)
+    test = read_jsonl(paths.data / "rm_test.jsonl", PAIR_SCHEMA, stage_input=True)
     rm, metrics, seconds = _train(cfg, paths, train, test, cfg.seed, progress)
     h_seed = cfg.seed + cfg.preferences.heldout_seed_offset
     # both RMs read the same frozen trunk: the test texts are embedded once

@@ -19,12 +19,15 @@ from r2m.judges.gold import load_gold
 from r2m.models.builders import build_policy
 from r2m.paths import SFT_GENERATIONS, Paths
 from r2m.prompts import render_prompt
+from r2m.rl.callbacks import fresh_dir, publish_dir
 from r2m.sft import train_sft
 
 
 def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     paths = Paths.of(cfg, workdir)
-    rows = read_jsonl(paths.data / "sft.jsonl", SFT_SCHEMA)
+    rows = read_jsonl(paths.data / "sft.jsonl", SFT_SCHEMA, stage_input=True)
+    # every input is checked before anything is trained or written
+    eval_rows = read_jsonl(paths.data / "eval_prompts.jsonl", {"id": str, "prompt": str}, stage_input=True)
     t0 = time.perf_counter()
     model, tok = build_policy(cfg, rows)
     policy_rows = [{**r, "prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in rows]
@@ -33,14 +36,12 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     out = paths.sft
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    eval_rows = read_jsonl(paths.data / "eval_prompts.jsonl")
+    tmp = fresh_dir(out.parent / f".{out.name}.tmp")  # models/sft is replaced only once all of it is written
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
     gens = eval_generations(model, tok, eval_rows, cfg, progress=progress)
-    write_jsonl(
-        out / SFT_GENERATIONS,
-        generation_rows(eval_rows, gens),
-    )
+    write_jsonl(tmp / SFT_GENERATIONS, generation_rows(eval_rows, gens))
+    publish_dir(tmp, out)
     metrics = {
         "params": sum(p.numel() for p in model.parameters()),
         "steps": len(losses),

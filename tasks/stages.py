@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from r2m.config import Config, ConfigError
+from r2m.config import ALGOS, Config, ConfigError
 from r2m.rl.methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +113,12 @@ class Stage:
             return {}
         if run is None:
             raise ValueError(f"stage {self.name} runs per <algo>-<method>: name the run")
-        algo, method = run.split("-", 1)
+        algo, _, method = run.partition("-")
+        # checked before anything runs or is written (a stage's --algo / --method, as rl.algos / rl.methods are)
+        if algo not in ALGOS:
+            raise ConfigError(f"--algo {algo!r}: unknown RL algorithm; valid: {', '.join(ALGOS)}")
+        if method not in METHODS:
+            raise ConfigError(f"--method {method!r}: unknown method; valid: {', '.join(METHODS)}")
         return {"algo": algo, "method": method}
 
 

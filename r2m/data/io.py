@@ -163,6 +163,7 @@ def read_jsonl(
     required: Schema | None = None,
     *,
     allow_empty_str: bool = False,
+    stage_input: bool = False,
 ) -> list[dict]:
     """Read a JSONL file into a list of dicts, validating every row.
 
@@ -170,12 +171,27 @@ def read_jsonl(
     :class:`FileNotFoundError` (naming the path) for a missing file and :class:`DataValidationError`
     for invalid UTF-8 or JSON, a line that is not a JSON object, or (when ``required`` is given) a
     missing field, a value of the wrong type or an empty string field (unless ``allow_empty_str``).
+
+    ``stage_input``: the file is what a stage trains or evaluates on, checked before the stage writes anything: an
+    empty file is a :class:`DatasetError`; a repeated ``id`` and a pair whose ``chosen`` equals its ``rejected`` (no
+    preference to learn) are a :class:`DataValidationError` naming the row.
     """
     rows: list[dict] = []
+    first_row: dict[Any, int] = {}
     for lineno, obj in iter_jsonl(path):
         if required:
             check_fields(obj, required, path=path, row_number=lineno, allow_empty_str=allow_empty_str)
+        if stage_input:
+            if "id" in obj:
+                if obj["id"] in first_row:
+                    problem = f"duplicate id {obj['id']!r} (first at row {first_row[obj['id']]})"
+                    raise DataValidationError(path, lineno, "id", problem)
+                first_row[obj["id"]] = lineno
+            if "chosen" in obj and obj.get("chosen") == obj.get("rejected"):
+                raise DataValidationError(path, lineno, "rejected", "identical to 'chosen': the pair has no preference")
         rows.append(obj)
+    if stage_input and not rows:
+        raise DatasetError(path, "no rows: the stage has nothing to work on (rerun the prepare stage?)")
     return rows
 
 

@@ -44,6 +44,7 @@ _COUNTERS = (
     "completion_tokens",
     "cached_prompt_tokens",
     "cached_completion_tokens",
+    "timeouts",
 )
 
 
@@ -80,6 +81,34 @@ def _snippet(text: str, secret: str) -> str:
     text = _scrub(text, secret)
     text = " ".join(text.split())
     return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: starts at ``ceiling`` (``judge.concurrency``), halves on every timeout
+    (a slow server is still working on the request it abandoned: sending more only lengthens its queue) and grows
+    back by one per success. ``acquire`` blocks while the limit is reached."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.in_flight = 0
+        self.lowest = ceiling
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+
+    def release(self, timed_out: bool) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            if timed_out:
+                self.limit = max(1, self.limit // 2)
+                self.lowest = min(self.lowest, self.limit)
+            else:
+                self.limit = min(self.ceiling, self.limit + 1)
+            self._cond.notify_all()
 
 
 def _retryable(status: int) -> bool:
@@ -145,6 +174,7 @@ class OpenAICompatibleJudge(Judge):
         self._sleep = sleep
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._limit = AdaptiveLimit(self.concurrency)  # halves on a timeout, grows back on successes
         self._ssl: ssl.SSLContext | None = None  # built once (it is the slow part of opening a client)
 
     @classmethod
@@ -197,10 +227,12 @@ class OpenAICompatibleJudge(Judge):
 
     def usage(self) -> dict[str, Any]:
         """Counters so far: ``requests`` (successful API replies), ``retries``, ``cache_hits``, token counts of paid
-        replies (``prompt_tokens``, ``completion_tokens``) and of cached ones (``cached_*``), and ``cost_usd`` of the
-        paid replies at the configured per-1M-token prices (cached replies cost nothing)."""
+        replies (``prompt_tokens``, ``completion_tokens``) and of cached ones (``cached_*``), ``timeouts`` and
+        ``concurrency_lowest`` (the fewest requests in flight the timeouts led to: :class:`AdaptiveLimit`), and
+        ``cost_usd`` of the paid replies at the configured per-1M-token prices (cached replies cost nothing)."""
         with self._lock:
             out: dict[str, Any] = dict(self._counts)
+        out["concurrency_lowest"] = self._limit.lowest  # where timeouts drove the requests in flight
         out["cost_usd"] = (
             out["prompt_tokens"] * self.usd_per_1m_prompt_tokens
             + out["completion_tokens"] * self.usd_per_1m_completion_tokens
@@ -297,9 +329,15 @@ class OpenAICompatibleJudge(Judge):
         """POST ``payload``, retrying 429 / 5xx / network errors; returns the reply record or raises."""
         attempts = self.max_retries + 1
         for attempt in range(attempts):
+            self._limit.acquire()
+            timed_out = False
             try:
                 response = client.post(self.endpoint, json=payload, headers=self._headers())
-            except httpx.TransportError as exc:  # connection refused/reset, timeouts, ...
+            except httpx.TimeoutException as exc:  # the server may still be working on it: back off, send fewer
+                timed_out = True
+                self._count(timeouts=1)
+                status, body, headers = None, f"timed out after {self.timeout_s:g} s ({type(exc).__name__})", None
+            except httpx.TransportError as exc:  # connection refused/reset, ...
                 status, body, headers = None, f"{type(exc).__name__}: {exc}", None
             else:
                 if response.is_success:
@@ -307,17 +345,24 @@ class OpenAICompatibleJudge(Judge):
                 status, body, headers = response.status_code, response.text, response.headers
                 if not _retryable(status):
                     raise self._error(status, body, attempt + 1)
+            finally:
+                self._limit.release(timed_out)
             if attempt == self.max_retries:
                 break
-            self._wait_before_retry(attempt, status, headers)
+            self._wait_before_retry(attempt, status, headers, body if status is None else "")
         raise self._error(status, body, attempts)
 
-    def _wait_before_retry(self, attempt: int, status: int | None, headers: Mapping[str, str] | None) -> None:
+    def _wait_before_retry(
+        self, attempt: int, status: int | None, headers: Mapping[str, str] | None, body: str = ""
+    ) -> None:
         retry_after = _retry_after_s(headers)
         delay = retry_after if retry_after is not None else self.backoff_s * 2**attempt
+        what = f"HTTP {status}" if status is not None else "network error"
+        if body.startswith("timed out after"):
+            what = f"request {body.split(' (')[0]} (requests in flight now at most {self._limit.limit})"
         logger.warning(
             "judge API %s at %s (attempt %d/%d); retrying in %.2f s",
-            f"HTTP {status}" if status is not None else "network error",
+            what,
             _public_url(self.endpoint),
             attempt + 1,
             self.max_retries + 1,

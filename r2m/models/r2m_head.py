@@ -97,6 +97,7 @@ class R2MRewardHead(nn.Module):
         return list(self.parameters())
 
 
+OPTIMIZER = "r2m_optimizer.pt"
 EXTRA = "r2m_state.pt"  # tensors only (e.g. the noise generator's state), loaded with weights_only=True
 
 
@@ -104,12 +105,12 @@ def load_state(head: R2MRewardHead, optimizer: torch.optim.Optimizer, path: Path
     """Restore head weights and optimizer state saved by :func:`save_state` (weights_only loading); returns the
     ``extra`` dict saved beside them (None if there was none)."""
     head.load_state_dict(load_file(path / WEIGHTS))
-    optimizer.load_state_dict(torch.load(path / "r2m_optimizer.pt", weights_only=True))
+    optimizer.load_state_dict(torch.load(path / OPTIMIZER, weights_only=True))
     return torch.load(path / EXTRA, weights_only=True) if (path / EXTRA).exists() else None
 
 
 def save_state(head: R2MRewardHead, optimizer: torch.optim.Optimizer, path: Path, extra: dict | None = None) -> None:
     head.save(path)
-    torch.save(optimizer.state_dict(), path / "r2m_optimizer.pt")
+    torch.save(optimizer.state_dict(), path / OPTIMIZER)
     if extra is not None:
         torch.save(extra, path / EXTRA)

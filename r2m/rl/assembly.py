@@ -17,6 +17,9 @@ from r2m.data.preferences import make_preference_pairs
 from r2m.distributed import broadcast_params, check_same_on_all_ranks, is_distributed, is_main_process, world_size
 from r2m.evaluation.accuracy import pairs_digest, reward_accuracy_report
 from r2m.judges.gold import load_gold
+from r2m.models.r2m_head import EXTRA as HEAD_EXTRA
+from r2m.models.r2m_head import OPTIMIZER as HEAD_OPTIMIZER
+from r2m.models.r2m_head import WEIGHTS as HEAD_WEIGHTS
 from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
 from r2m.prompts import render_prompt, render_prompts
@@ -220,7 +223,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
             f"(r2m stage rl --method {METHODS[method].run_of})"
         )
     init_distributed()  # under accelerate launch: the process group first, so each rank builds on its own device
-    prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str})
+    prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str}, stage_input=True)
     tok = AutoTokenizer.from_pretrained(paths.sft)
     prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
     device = policy_device()
@@ -271,5 +274,6 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         updater = R2MUpdater(scorer, monitor, reward_fn, cfg, replay=replay)
         spec.callbacks.append(updater)
         spec.on_resume = updater.resume
+        spec.checkpoint_files = (HEAD_WEIGHTS, HEAD_OPTIMIZER, HEAD_EXTRA)
         spec.extra_metrics.append(lambda: updater.metrics)
     return spec, reward_fn, tok

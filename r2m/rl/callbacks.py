@@ -9,6 +9,7 @@ do exactly what they did before.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -17,7 +18,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from r2m.data.io import ROW, DataValidationError
 from r2m.distributed import barrier, is_distributed, is_main_process
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -30,9 +34,24 @@ def rss_gb() -> float:
 
 
 def read_rows(path: Path) -> list[dict]:
+    """The rows of a JSONL metrics file. A last line cut short by a kill (no newline after it, not valid JSON) is
+    dropped with a warning (its step is redone on resume); a bad line anywhere else is an error naming it."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.splitlines()
+    rows = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                log.warning("%s: line %d was cut short (the run was killed while writing it); ignored", path, i)
+                break
+            raise DataValidationError(path, i, ROW, f"not valid JSON ({e.msg})") from None
+    return rows
 
 
 def is_timing(key: str) -> bool:

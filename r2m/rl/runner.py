@@ -201,12 +201,39 @@ def trainer_class(algo: str):
     return {"grpo": GRPOTrainer, "rloo": RLOOTrainer}[algo]
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The checkpoint with the highest step under ``ckpt_dir`` (None when there is none)."""
+def incomplete(ckpt: Path, required: Sequence[str] = ()) -> str | None:
+    """Why ``ckpt`` cannot be resumed from, or None when it is complete: ``trainer_state.json`` (the Trainer writes it
+    after the weights, the optimiser and the scheduler) or one of ``required`` (a method's own state, saved after it)
+    missing, or a safetensors file whose header does not describe the file's size (cut short by a kill)."""
+    for name in ("trainer_state.json", *required):
+        if not (ckpt / name).is_file():
+            return f"{name} is missing"
+    for f in ckpt.glob("*.safetensors"):
+        raw = f.read_bytes()
+        try:
+            n = int.from_bytes(raw[:8], "little")
+            header = json.loads(raw[8 : 8 + n])
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"{f.name} is not a safetensors file"
+        if len(raw) != 8 + n + end:
+            return f"{f.name} is cut short ({len(raw)} of {8 + n + end} bytes)"
+    return None
+
+
+def latest_checkpoint(ckpt_dir: Path, required: Sequence[str] = ()) -> Path | None:
+    """The complete checkpoint (:func:`incomplete`) with the highest step under ``ckpt_dir`` (None when there is
+    none). A partial one (a kill while it was being saved) is skipped with a warning in favour of the last complete
+    one."""
     if not ckpt_dir.exists():
         return None
     found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := CKPT_RE.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
+    for _, ckpt in sorted(found, reverse=True):
+        why = incomplete(ckpt, required)
+        if why is None:
+            return ckpt
+        log.warning("%s is incomplete (%s); resuming from the last complete checkpoint instead", ckpt, why)
+    return None
 
 
 def checkpoint_step(ckpt: Path | None) -> int:
@@ -232,6 +259,7 @@ class RunSpec:
     # per-step wall-clock/memory rows; outside the runs directory, which holds only reproducible files
     timings_file: Path | None = None  # default: <runs>.timings/<run>.jsonl
     beta: float | None = None  # TRL's KL coefficient (None: rl.beta)
+    checkpoint_files: tuple[str, ...] = ()  # what a method saves into each checkpoint (a resume needs all of it)
 
     @property
     def timings(self) -> Path:
@@ -273,7 +301,7 @@ def _prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_file.write_text(json.dumps(spec.fingerprint, indent=2, sort_keys=True))
     done = (run_dir / "final" / "policy" / "config.json").exists()
-    return latest_checkpoint(run_dir / "checkpoints"), done
+    return latest_checkpoint(run_dir / "checkpoints", spec.checkpoint_files), done
 
 
 def load_checkpoint_weights(model: torch.nn.Module, ckpt: Path) -> None:

@@ -418,3 +418,52 @@ def test_empty_batch_progress_and_validation(server: FakeOpenAIServer) -> None:
     assert [v.preferred for v in judge.judge([item("1"), item("2")], progress=True)] == ["tie", "tie"]
     with pytest.raises(ValueError, match="concurrency"):
         make_judge(server.base_url, concurrency=0)
+
+
+# --- a slow server ----------------------------------------------------------------------------------------------
+
+
+def test_adaptive_limit_halves_on_timeouts_and_grows_back():
+    from r2m.judges.openai_compat import AdaptiveLimit
+
+    limit = AdaptiveLimit(16)
+    for _ in range(3):
+        limit.acquire()
+    limit.release(timed_out=True)
+    limit.release(timed_out=True)
+    assert limit.limit == 4 and limit.in_flight == 1
+    limit.release(timed_out=False)
+    assert limit.limit == 5 and limit.lowest == 4 and limit.in_flight == 0
+
+
+def test_a_slow_server_gets_fewer_requests_and_every_verdict_is_cached_once(
+    server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock, seen = threading.Lock(), {"n": 0}
+
+    def slow_at_first(request_json: dict[str, Any]) -> tuple[int, str]:
+        with lock:
+            seen["n"] += 1
+            k = seen["n"]
+        if k <= 6:  # the first requests take longer than the client waits
+            time.sleep(1.0)
+        return 200, "Comparison: ok\nPreferred: A"
+
+    server.responder = slow_at_first
+    cache = ReplyCache(tmp_path / "cache.sqlite")
+    judge = make_judge(server.base_url, cache=cache, concurrency=16, timeout_s=0.3, max_retries=6, backoff_s=0.0)
+    items = [item(str(i), f"summary a{i}", f"summary b{i}") for i in range(24)]
+    with caplog.at_level(logging.WARNING):
+        verdicts = judge.judge_batch(items)
+    assert [v.preferred for v in verdicts] == ["A"] * 24
+    usage = judge.usage()
+    assert usage["timeouts"] >= 1 and usage["concurrency_lowest"] < 16 and usage["requests"] == 24
+    assert len(cache) == 24  # each verdict cached exactly once
+    assert "timed out after 0.3 s" in caplog.text and "network error" not in caplog.text
+
+
+def test_a_server_that_never_answers_in_time_is_named_as_such(server: FakeOpenAIServer) -> None:
+    server.responder = lambda body: time.sleep(1.0) or (200, "Preferred: A")
+    judge = make_judge(server.base_url, timeout_s=0.2, max_retries=1, backoff_s=0.0)
+    with pytest.raises(JudgeAPIError, match=r"timed out after 0.2 s"):
+        judge.judge_one(item())

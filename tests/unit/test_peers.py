@@ -156,7 +156,7 @@ def test_config_rejects_bad_method_parameters():
     for bad, msg in (
         ("methods.kl.beta=0", "kl.beta must be > 0"),
         ("methods.ensemble.k=1", "ensemble.k"),
-        ("methods.repetition_penalty.max_penalty=0.5", "max_penalty <= 0"),
+        ("methods.repetition_penalty.max_penalty=0.5", "methods.repetition_penalty.max_penalty: must be <= 0"),
         ("methods.length_penalty.cache=100", "length_penalty.cache must be in"),
     ):
         with pytest.raises(ConfigError, match=msg):

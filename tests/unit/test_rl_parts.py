@@ -219,5 +219,6 @@ def test_latest_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
     for n in (2, 10, 4):
         (tmp_path / f"checkpoint-{n}").mkdir()
+        (tmp_path / f"checkpoint-{n}" / "trainer_state.json").write_text("{}")  # complete (test_partial_files.py)
     (tmp_path / "checkpoint-x").mkdir()
     assert latest_checkpoint(tmp_path).name == "checkpoint-10"

@@ -124,3 +124,20 @@ def test_cli_writes_the_dvc_yaml_of_the_project_it_is_run_in(repo, tmp_path, mon
     res = CliRunner().invoke(main, ["dvc-yaml", "--repo", str(empty)])
     assert res.exit_code != 0 and "has no params.yaml" in res.output
     assert not (empty / "dvc.yaml").exists()
+
+
+def test_an_unknown_algo_or_method_is_refused_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    rl = stages.get("rl")
+    assert rl.matrix_kwargs("rloo-r2m") == {"algo": "rloo", "method": "r2m"}
+    with pytest.raises(ConfigError, match=r"--method 'foo': unknown method; valid: .*r2m"):
+        rl.matrix_kwargs("grpo-foo")
+    with pytest.raises(ConfigError, match=r"--algo 'ppo': unknown RL algorithm; valid: grpo, rloo"):
+        rl.matrix_kwargs("ppo-vanilla")
+    cmd = [sys.executable, "-m", "tasks", "rl", "--algo", "grpo", "--method", "foo", "--profile", "ci"]
+    done = subprocess.run([*cmd, "--workdir", str(tmp_path), "--no-mlflow"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: rl: --method 'foo': unknown method")
+    assert not (tmp_path / "models").exists()

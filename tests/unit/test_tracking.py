@@ -328,3 +328,24 @@ def test_promote_rollback_and_audit(mlf: MlflowClient, tmp_path: Path) -> None:
     mlf.set_registered_model_alias(name, "champion", "2")  # moved outside r2m: "previous" is unknown
     with pytest.raises(LookupError, match="outside r2m"):
         tracking.rollback(name)
+
+
+def test_a_rerun_links_to_the_stage_run_that_failed_or_died(mlf: MlflowClient) -> None:
+    parent = tracking.pipeline_run("pipe-retry")
+    with pytest.raises(RuntimeError), tracking.stage_run("rl-grpo-r2m", "pipe-retry"):
+        raise RuntimeError("boom")
+    with tracking.stage_run("rl-grpo-r2m", "pipe-retry") as retry:
+        pass
+    query = f"attributes.status = 'FAILED' and tags.`mlflow.parentRunId` = '{parent}'"
+    (failed,) = mlf.search_runs([mlf.get_run(parent).info.experiment_id], query, max_results=5)
+    assert mlf.get_run(retry.info.run_id).data.tags[tracking.TAG_RETRY_OF] == failed.info.run_id
+    with tracking.stage_run("rl-grpo-r2m", "pipe-retry") as third:  # the last one finished: no link
+        pass
+    assert tracking.TAG_RETRY_OF not in mlf.get_run(third.info.run_id).data.tags
+    # a run left RUNNING by a process that died (kill -9) is ended FAILED by the next run of the stage
+    exp = mlf.get_run(parent).info.experiment_id
+    dead = mlf.create_run(exp, tags={tracking.TAG_STAGE: "evaluate", "mlflow.parentRunId": parent}).info.run_id
+    with tracking.stage_run("evaluate", "pipe-retry") as after:
+        pass
+    assert mlf.get_run(dead).info.status == "FAILED"
+    assert mlf.get_run(after.info.run_id).data.tags[tracking.TAG_RETRY_OF] == dead
