@@ -247,6 +247,14 @@ class PolicyConfig:
         default="Summarize the following Reddit post in one sentence.",
         metadata={"help": "The instruction before the task prompt in the chat turn (prompt_format 'chat' only)."},
     )
+    max_prompt_tokens: int = field(
+        default=512,
+        metadata={
+            "help": "Longest task prompt the policy reads, in policy tokens (before the chat template): a longer one "
+            "loses its start (the end, where the task ends, is kept) wherever the policy reads it (SFT, RL, "
+            "generation); the RL and evaluate stages count them as prompts_truncated. 0: never truncate."
+        },
+    )
 
 
 @dataclass

@@ -28,6 +28,7 @@ RANGES: dict[str, str] = {
     "policy.num_layers": "[1,)",
     "policy.num_heads": "[1,)",
     "policy.max_positions": "[2,)",
+    "policy.max_prompt_tokens": "[0,)",
     "sft.steps": "[0,)",
     "sft.batch_size": "[1,)",
     "sft.lr": "(0,)",

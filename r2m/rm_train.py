@@ -48,6 +48,14 @@ def _texts(rows: Sequence[dict], key: str) -> list[str]:
     return [r["prompt"] + r[key] for r in rows]
 
 
+def count_truncated(rm: RewardModel, rows: Sequence[dict], max_length: int) -> int:
+    """How many prompt + response texts of the pairs ``rows`` are longer than ``max_length`` tokens (the RM reads
+    them without their start)."""
+    texts = _texts(rows, "chosen") + _texts(rows, "rejected")
+    lengths = rm.tokenizer(texts, add_special_tokens=False, return_length=True)["length"]
+    return sum(n > max_length for n in lengths)
+
+
 def train_reward_model(
     rm: RewardModel, rows: Sequence[dict], cfg: RewardModelConfig, seed: int, progress: bool = True
 ) -> list[float]:

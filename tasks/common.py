@@ -20,6 +20,7 @@ from r2m.paths import Paths  # noqa: F401  (re-exported until every caller impor
 from r2m.rl.numerics import NumericalFault
 from r2m.workdir_lock import WorkdirLocked, workdir_lock
 from tasks import stages
+from tasks.outputs import transaction
 
 set_offline_env()
 log = logging.getLogger("r2m")
@@ -152,7 +153,10 @@ def run_stage(
     view = stages.stage_config(cfg, stage)
     label = "-".join([name, *matrix.values()])
     # one writer per work directory; under `accelerate launch` rank 0 holds it for every rank
-    with contextlib.nullcontext() if follower else workdir_lock(workdir, command=f"stage {label}"):
+    with (
+        contextlib.nullcontext() if follower else workdir_lock(workdir, command=f"stage {label}"),
+        contextlib.nullcontext() if follower else transaction(stage, run, workdir, label),
+    ):
         set_threads(cfg)
         seed_everything(cfg.seed)
         fn = stage.function()

@@ -34,6 +34,7 @@ from r2m.judges.gold import gold_judge, load_gold
 from r2m.models.builders import load_causal_lm
 from r2m.models.reward_model import RewardModel
 from r2m.paths import SFT_GENERATIONS, Paths
+from r2m.prompts import render_prompts_counted
 from r2m.rl.callbacks import read_rows
 
 WIN_KEYS = ("win_rate_ties_half", "ci_low", "ci_high", "n_valid", "wins", "ties", "losses", "lc_win_rate")
@@ -132,6 +133,7 @@ def evaluate(cfg: Config, workdir: str | Path = ".", algo: str = "grpo", method:
     gens = eval_generations(model, tok, rows, cfg)
     sft_gens = {g["id"]: g["completion"] for g in read_jsonl(paths.sft / SFT_GENERATIONS)}
     metrics: dict = {"run": run, **{f"policy_{k}": v for k, v in batch_stats(gens).items()}}
+    metrics["prompts_truncated"] = render_prompts_counted(tok, [r["prompt"] for r in rows], cfg.policy)[1]
     posts, gold_fn = load_gold(paths)
     judge = gold_judge(posts, gold_fn) if gold_fn is not None else build_judge(cfg, paths)
     if gold_fn is None:  # no "judge" key: the gold judge (the synthetic task's files keep their bytes)

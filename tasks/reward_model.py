@@ -16,7 +16,7 @@ from r2m.config import Config
 from r2m.data.io import PAIR_SCHEMA, read_jsonl, write_json
 from r2m.evaluation.accuracy import length_split_accuracy, reward_accuracy_report
 from r2m.paths import Paths
-from r2m.rm_train import load_trunk, score_pairs, train_reward_model
+from r2m.rm_train import count_truncated, load_trunk, score_pairs, train_reward_model
 
 
 def _train(
@@ -40,6 +40,7 @@ def _train(
         "n_train": len(train),
         "n_test": len(test),
         "loss_final": losses[-1] if losses else None,
+        "texts_truncated": count_truncated(rm, train, ml),  # RM-train texts read without their start
         **length_split_accuracy(test, te_c, te_r),
     }
     return rm, metrics, seconds

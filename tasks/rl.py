@@ -36,11 +36,11 @@ ROUND_METRICS = (
 )
 
 
-def write_outputs(paths: Paths, run: str, write: bool = True) -> dict:
+def write_outputs(paths: Paths, run: str, write: bool = True, extra: dict | None = None) -> dict:
     """Summary JSON + per-step CSV from the run's metrics (``write``: False on the ranks of a launch that are not
-    the main process, which read them only); returns the summary."""
+    the main process, which read them only), with ``extra`` (e.g. ``prompts_truncated``); returns the summary."""
     rows = load_rows(paths.rl_run(run))
-    summary = summarise(rows)
+    summary = {**summarise(rows), **(extra or {})}
     rounds = sorted(paths.rl_run(run).glob("round_*/rm_accuracy.json"), key=lambda p: int(p.parent.name[6:]))
     if rounds:
         accs = [read_json(p) for p in rounds]
@@ -60,7 +60,8 @@ def rl(
     paths = Paths.of(cfg, workdir)
     spec, reward_fn, tok = build_run(cfg, paths, algo, method)
     status = train_rounds(spec, cfg, reward_fn, tok, progress=progress)
-    summary = write_outputs(paths, f"{algo}-{method}", write=is_main_process())
+    extra = {"prompts_truncated": spec.prompts_truncated}
+    summary = write_outputs(paths, f"{algo}-{method}", write=is_main_process(), extra=extra)
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
     round_rows = [
         {"step": (k + 1) * steps_per_round, **{name: summary[key][k] for key, name in ROUND_METRICS if key in summary}}

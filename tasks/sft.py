@@ -18,7 +18,7 @@ from r2m.evaluation.generations import eval_generations
 from r2m.judges.gold import load_gold
 from r2m.models.builders import build_policy
 from r2m.paths import SFT_GENERATIONS, Paths
-from r2m.prompts import render_prompt
+from r2m.prompts import log_truncated, render_prompts_counted
 from r2m.rl.callbacks import fresh_dir, publish_dir
 from r2m.sft import train_sft
 
@@ -30,7 +30,9 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
     eval_rows = read_jsonl(paths.data / "eval_prompts.jsonl", {"id": str, "prompt": str}, stage_input=True)
     t0 = time.perf_counter()
     model, tok = build_policy(cfg, rows)
-    policy_rows = [{**r, "prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in rows]
+    rendered, truncated = render_prompts_counted(tok, [r["prompt"] for r in rows], cfg.policy)
+    log_truncated(truncated, len(rows), "sft.jsonl")
+    policy_rows = [{**r, "prompt": p} for r, p in zip(rows, rendered, strict=True)]
     losses = train_sft(model, tok, policy_rows, cfg.sft, cfg.seed, progress=progress)
     train_s = time.perf_counter() - t0
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -47,6 +49,7 @@ def sft(cfg: Config, workdir: str | Path = ".", progress: bool = True) -> dict:
         "steps": len(losses),
         "loss_first": losses[0] if losses else None,
         "loss_final": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+        "prompts_truncated": truncated,
     }
     _, gold_fn = load_gold(paths)
     if gold_fn is not None:

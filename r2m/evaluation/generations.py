@@ -19,7 +19,7 @@ from r2m.data.io import DatasetError, read_jsonl
 from r2m.generation import generate
 from r2m.models.builders import load_causal_lm
 from r2m.paths import SFT_GENERATIONS, Paths
-from r2m.prompts import render_prompts
+from r2m.prompts import log_truncated, render_prompts_counted
 
 GENERATION_SCHEMA: dict[str, type] = {"id": str, "completion": str}
 _ROUND = re.compile(r"^(?P<run>[a-z]+-[a-z0-9_]+)@(?P<round>round_\d+|final)$")
@@ -27,10 +27,12 @@ _ROUND = re.compile(r"^(?P<run>[a-z]+-[a-z0-9_]+)@(?P<round>round_\d+|final)$")
 
 def eval_generations(model, tok, rows: list[dict], cfg: Config, progress: bool = False) -> list[str]:
     """The policy's completions of the eval prompts ``rows`` (``evaluate.*`` decoding), the ones every win rate uses."""
+    prompts, truncated = render_prompts_counted(tok, [r["prompt"] for r in rows], cfg.policy)
+    log_truncated(truncated, len(rows), "eval prompts")
     return generate(
         model,
         tok,
-        render_prompts(tok, [r["prompt"] for r in rows], cfg.policy),
+        prompts,
         cfg.evaluate.max_new_tokens,
         greedy=cfg.evaluate.greedy,
         temperature=cfg.rl.temperature,

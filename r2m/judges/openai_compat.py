@@ -18,6 +18,7 @@ import os
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -257,14 +258,16 @@ class OpenAICompatibleJudge(Judge):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(items), desc=f"judge[{self.name}]")
+        requests = [self._payload(item) for item in items]
+        distinct = {key: payload for key, payload in requests}  # the same request twice in a batch is sent once
         try:
-            with self._client() as client, ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
-                futures = [pool.submit(self._judge_item, client, item) for item in items]
-                self._wait_all(futures, bar)
+            with self._client() as client, ThreadPoolExecutor(min(self.concurrency, len(distinct))) as pool:
+                futures = {key: pool.submit(self._reply, client, key, payload) for key, payload in distinct.items()}
+                self._wait_all(list(futures.values()), bar, weights=Counter(key for key, _ in requests))
         finally:
             if bar is not None:
                 bar.close()
-        return [f.result() for f in futures]
+        return [self._verdict(item, futures[key].result()) for item, (key, _) in zip(items, requests, strict=True)]
 
     def _client(self) -> httpx.Client:
         """A fresh connection pool for one batch (closed after it, so a judge never holds idle sockets)."""
@@ -274,23 +277,29 @@ class OpenAICompatibleJudge(Judge):
         return httpx.Client(timeout=self.timeout_s, verify=self._ssl)
 
     @staticmethod
-    def _wait_all(futures: list[Future[Verdict]], bar: Any) -> None:
-        """Wait for every future; on the first failure cancel those not started and re-raise."""
+    def _wait_all(futures: list[Future[dict[str, Any]]], bar: Any, weights: Counter) -> None:
+        """Wait for every future (``weights``: the items each one answers, in submission order, for the bar); on
+        the first failure cancel those not started and re-raise."""
+        counts = dict(zip(futures, weights.values(), strict=True))
         try:
             for future in as_completed(futures):
                 future.result()
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(counts[future])
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
 
-    def _judge_item(self, client: httpx.Client, item: PairwiseItem) -> Verdict:
-        """One verdict: from the cache when possible, else from the API (and then cached)."""
+    def _payload(self, item: PairwiseItem) -> tuple[str, dict[str, Any]]:
+        """``(cache key, request body)`` of ``item`` as presented."""
         messages = self.template.messages(item)
         params = {"max_tokens": self.max_tokens, "temperature": self.temperature}
         key = cache_key(f"openai:{self.base_url}:{self.model}", messages, params)
+        return key, {"model": self.model, "messages": messages, **params}
+
+    def _reply(self, client: httpx.Client, key: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """One reply record: from the cache when possible, else from the API (and then cached, once)."""
         record = self.cache.get(key) if self.cache is not None else None
         if record is not None:
             self._count(
@@ -298,11 +307,11 @@ class OpenAICompatibleJudge(Judge):
                 cached_prompt_tokens=int(record.get("prompt_tokens") or 0),
                 cached_completion_tokens=int(record.get("completion_tokens") or 0),
             )
-        else:
-            record = self._request(client, {"model": self.model, "messages": messages, **params})
-            if self.cache is not None:
-                self.cache.put(key, record)
-        return self._verdict(item, record)
+            return record
+        record = self._request(client, payload)
+        if self.cache is not None:
+            self.cache.put(key, record)
+        return record
 
     def _verdict(self, item: PairwiseItem, record: Mapping[str, Any]) -> Verdict:
         """Parse a reply record; an unparseable reply is ``"invalid"`` (noting truncation when the model hit

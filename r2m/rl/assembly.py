@@ -22,7 +22,7 @@ from r2m.models.r2m_head import OPTIMIZER as HEAD_OPTIMIZER
 from r2m.models.r2m_head import WEIGHTS as HEAD_WEIGHTS
 from r2m.models.reward_model import RewardModel
 from r2m.paths import Paths
-from r2m.prompts import render_prompt, render_prompts
+from r2m.prompts import log_truncated, render_prompts, render_prompts_counted
 from r2m.rl.methods import METHODS, Method
 from r2m.rl.numerics import FaultLog
 from r2m.rl.peers import EnsembleScorer, PARScorer, PenalisedScorer, Penalty
@@ -225,7 +225,9 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
     init_distributed()  # under accelerate launch: the process group first, so each rank builds on its own device
     prompts = read_jsonl(paths.data / "rl_prompts.jsonl", {"id": str, "prompt": str}, stage_input=True)
     tok = AutoTokenizer.from_pretrained(paths.sft)
-    prompts = [{**r, "policy_prompt": render_prompt(tok, r["prompt"], cfg.policy)} for r in prompts]
+    rendered, truncated = render_prompts_counted(tok, [r["prompt"] for r in prompts], cfg.policy)
+    log_truncated(truncated, len(prompts), "rl_prompts.jsonl")
+    prompts = [{**r, "policy_prompt": p} for r, p in zip(prompts, rendered, strict=True)]
     device = policy_device()
     reference = AutoModelForCausalLM.from_pretrained(paths.sft, use_safetensors=True).to(device)
     rm = RewardModel.load(paths.rm).to(device)
@@ -264,6 +266,7 @@ def build_run(cfg: Config, paths: Paths, algo: str, method: str) -> tuple[RunSpe
         extra_export=export,
         timings_file=paths.timings / "rl" / f"{run}.steps.jsonl",
         beta=cfg.methods.kl.beta if METHODS[method].kl else None,
+        prompts_truncated=truncated,
     )
     if head is not None:
         replay = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from r2m.data.io import ROW, DataValidationError
-from r2m.distributed import barrier, is_distributed, is_main_process
+from r2m.distributed import barrier, broadcast_object, is_distributed, is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,9 @@ class CheckpointScrubber(TrainerCallback):
             data["log_history"] = [
                 {k: v for k, v in entry.items() if not is_timing(k)} for entry in data.get("log_history", [])
             ]
-            state_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            tmp = state_file.with_name(f".{state_file.name}.tmp")  # a kill mid-write never leaves half a file
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, state_file)
 
 
 def fresh_dir(path: Path) -> Path:
@@ -195,7 +198,19 @@ class RoundExporter(TrainerCallback):
         self.trainer = None
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        k = state.global_step // self.steps_per_round
+        self.export_round(model, state.global_step)
+
+    def missing(self, step: int) -> bool:
+        """Whether the round ending at ``step`` (a checkpoint's step) has no export: a kill after the checkpoint
+        was saved and before its round was published (every rank gets the main process's answer)."""
+        if step <= 0 or step % self.steps_per_round:
+            return False
+        done = (self.run_dir / f"round_{step // self.steps_per_round}" / "round.json").exists()
+        return bool(broadcast_object(not done if is_main_process() else None))
+
+    def export_round(self, model, step: int) -> None:
+        """Export the policy ``model`` (and the method's state) as the round ending at ``step``."""
+        k = step // self.steps_per_round
         out = self.run_dir / f"round_{k}"
         main = is_main_process()
         tmp = self.run_dir / f".round_{k}.tmp"
@@ -205,7 +220,7 @@ class RoundExporter(TrainerCallback):
         if self.extra_export is not None:
             self.extra_export(tmp)
         if main:
-            (tmp / "round.json").write_text(json.dumps({"round": k, "step": state.global_step}))
+            (tmp / "round.json").write_text(json.dumps({"round": k, "step": step}))
             publish_dir(tmp, out)
         barrier()
 

@@ -208,6 +208,10 @@ def incomplete(ckpt: Path, required: Sequence[str] = ()) -> str | None:
     for name in ("trainer_state.json", *required):
         if not (ckpt / name).is_file():
             return f"{name} is missing"
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except ValueError:
+        return "trainer_state.json is cut short"
     for f in ckpt.glob("*.safetensors"):
         raw = f.read_bytes()
         try:
@@ -260,6 +264,7 @@ class RunSpec:
     timings_file: Path | None = None  # default: <runs>.timings/<run>.jsonl
     beta: float | None = None  # TRL's KL coefficient (None: rl.beta)
     checkpoint_files: tuple[str, ...] = ()  # what a method saves into each checkpoint (a resume needs all of it)
+    prompts_truncated: int = 0  # prompts cut to policy.max_prompt_tokens (reported in the summary)
 
     @property
     def timings(self) -> Path:
@@ -272,13 +277,21 @@ def stale_dir(run_dir: Path) -> Path:
     return run_dir.parent.with_name(f"{run_dir.parent.name}.stale") / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
+def pending_dir(run_dir: Path) -> Path:
+    """Where a run trains while ``run_dir`` still holds a run of another configuration: ``<runs>.pending/<run>``
+    (beside the runs directory, as the stale runs: what reads the runs directory never sees it)."""
+    return run_dir.parent.with_name(f"{run_dir.parent.name}.pending") / run_dir.name
+
+
+def prepare_run_dir(spec: RunSpec) -> tuple[Path, Path | None, bool]:
     """Check the run directory against the fingerprint.
 
-    Returns (checkpoint to resume from, already finished). A directory left by a run with a different
-    fingerprint is moved aside to ``<runs>.stale/<run>-<time>`` (beside the runs directory, so that what depends on
-    the runs directory never sees it), never overwritten. On several processes the main process alone checks and
-    moves the directory; the others wait for it and receive its answer.
+    Returns (directory to train in, checkpoint to resume from, already finished). While ``run_dir`` holds a run of
+    another configuration, the new run trains in :func:`pending_dir` (and resumes there after a crash), so a run
+    that fails leaves the previous one exactly as it was; :func:`publish_run` moves the previous one aside to
+    ``<runs>.stale/<run>-<time>`` (beside the runs directory, so that what depends on it never sees it) only once
+    the new one has finished. On several processes the main process alone checks the directories; the others wait
+    for it and receive its answer.
     """
     found = _prepare_run_dir(spec) if is_main_process() else None
     if not is_distributed():
@@ -287,21 +300,46 @@ def prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
     return broadcast_object(found)
 
 
-def _prepare_run_dir(spec: RunSpec) -> tuple[Path | None, bool]:
-    """:func:`prepare_run_dir` in the process that writes the run directory."""
-    run_dir = spec.run_dir
+def _fingerprint_of(run_dir: Path) -> dict | None:
     cfg_file = run_dir / "run_config.json"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        old = json.loads(cfg_file.read_text()) if cfg_file.exists() else None
-        if old != spec.fingerprint:
-            stale = stale_dir(run_dir)
-            stale.parent.mkdir(parents=True, exist_ok=True)
-            log.warning("%s was produced with another configuration; moved it to %s", run_dir, stale)
-            run_dir.rename(stale)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_file.write_text(json.dumps(spec.fingerprint, indent=2, sort_keys=True))
-    done = (run_dir / "final" / "policy" / "config.json").exists()
-    return latest_checkpoint(run_dir / "checkpoints", spec.checkpoint_files), done
+    try:
+        return json.loads(cfg_file.read_text()) if cfg_file.exists() else None
+    except ValueError:  # cut short by a kill: not this run's
+        return None
+
+
+def _move_aside(run_dir: Path) -> None:
+    stale = stale_dir(run_dir)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("%s was produced with another configuration; moved it to %s", run_dir, stale)
+    run_dir.rename(stale)
+
+
+def _prepare_run_dir(spec: RunSpec) -> tuple[Path, Path | None, bool]:
+    """:func:`prepare_run_dir` in the process that writes the run directory."""
+    work = spec.run_dir
+    if work.exists() and any(work.iterdir()) and _fingerprint_of(work) != spec.fingerprint:
+        work = pending_dir(spec.run_dir)
+        if work.exists() and _fingerprint_of(work) != spec.fingerprint:
+            _move_aside(work)
+        log.info("%s holds a run of another configuration: training in %s", spec.run_dir, work)
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_file = work / "run_config.json"
+    if _fingerprint_of(work) != spec.fingerprint:
+        tmp = work / ".run_config.json.tmp"
+        tmp.write_text(json.dumps(spec.fingerprint, indent=2, sort_keys=True))
+        os.replace(tmp, cfg_file)
+    done = (work / "final" / "policy" / "config.json").exists()
+    return work, latest_checkpoint(work / "checkpoints", spec.checkpoint_files), done
+
+
+def publish_run(spec: RunSpec, work: Path) -> None:
+    """A finished run trained in :func:`pending_dir` replaces ``run_dir`` (the previous run moved aside)."""
+    if work == spec.run_dir:
+        return
+    if spec.run_dir.exists():
+        _move_aside(spec.run_dir)
+    work.rename(spec.run_dir)
 
 
 def load_checkpoint_weights(model: torch.nn.Module, ckpt: Path) -> None:
@@ -325,8 +363,11 @@ def engine_restores_weights(trainer) -> bool:
 
 def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenizer, progress: bool = True) -> dict:
     """Run (or resume) RL until ``cfg.rl.steps``; returns ``{"resumed_from": step, "skipped": bool}``."""
-    ckpt, done = prepare_run_dir(spec)
+    work, ckpt, done = prepare_run_dir(spec)
     if done:
+        if is_main_process():
+            publish_run(spec, work)  # finished in the pending directory, killed before it was published
+        barrier()
         log.info("%s already finished; nothing to do", spec.run_dir)
         return {"resumed_from": cfg.rl.steps, "skipped": True}
     start = checkpoint_step(ckpt)
@@ -335,15 +376,15 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
         if spec.on_resume is not None:
             spec.on_resume(ckpt)
     steps_per_round = cfg.rl.steps // cfg.rl.rounds
-    exporter = RoundExporter(spec.run_dir, steps_per_round, tokenizer, spec.extra_export)
+    exporter = RoundExporter(work, steps_per_round, tokenizer, spec.extra_export)
     faults = reward_fn.faults
-    faults.restore(read_rows(spec.run_dir / METRICS_FILE), start)  # a resumed run counts the skips before it
+    faults.restore(read_rows(work / METRICS_FILE), start)  # a resumed run counts the skips before it
     callbacks = [
-        MetricsRecorder(spec.run_dir, spec.timings, resume_step=start, extras=[*spec.extra_metrics, faults.row]),
+        MetricsRecorder(work, spec.timings, resume_step=start, extras=[*spec.extra_metrics, faults.row]),
         CheckpointScrubber(),
-        exporter,
         *([bar := ProgressBar(f"rl {spec.run_dir.name}")] if progress else []),
         *spec.callbacks,
+        exporter,  # after a method's own checkpoint state (on_save): the checkpoint is complete before the export
         NumericsGuard(faults),  # after the R2M update (on_step_end) and the metrics row (on_log)
     ]
     dataset = Dataset.from_list(
@@ -359,7 +400,7 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     trainer = trainer_class(spec.algo)(
         model=str(spec.policy_dir),
         reward_funcs=[reward_fn],
-        args=trl_config(spec.algo, cfg, spec.run_dir / "checkpoints", beta=spec.beta),
+        args=trl_config(spec.algo, cfg, work / "checkpoints", beta=spec.beta),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
@@ -370,16 +411,30 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
     reward_fn.monitor.attach(trainer.model, capture=not uses_vllm(cfg))
     if ckpt is not None and not engine_restores_weights(trainer):
         load_checkpoint_weights(trainer.model, ckpt)
+        if exporter.missing(start):  # killed between the checkpoint and its round's export: rebuild it
+            log.warning(
+                "round %d of %s has no export; rebuilding it from %s",
+                start // steps_per_round,
+                spec.run_dir.name,
+                ckpt.name,
+            )
+            exporter.export_round(trainer.model, start)
+    elif ckpt is not None and exporter.missing(start):
+        log.warning(
+            "round %d of %s has no export and the engine restores the weights only in training: it stays missing",
+            start // steps_per_round,
+            spec.run_dir.name,
+        )
     try:
         trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
     finally:  # a run that stops (e.g. on a numerical fault) closes its bar before the error is printed
         if progress:
             bar.on_train_end(None, None, None)
     main = is_main_process()
-    tmp = spec.run_dir / ".final.tmp"
+    tmp = work / ".final.tmp"
     if main:
         fresh_dir(tmp)
-    last_round = spec.run_dir / f"round_{cfg.rl.rounds}"
+    last_round = work / f"round_{cfg.rl.rounds}"
     # steps are a multiple of rounds: the last round IS the final state (the main process's view of the directory)
     copy_last = broadcast_object((last_round / "round.json").exists() if main else None)
     if copy_last:
@@ -390,7 +445,8 @@ def train_rounds(spec: RunSpec, cfg: Config, reward_fn: RewardFunction, tokenize
         if spec.extra_export is not None:
             spec.extra_export(tmp)
     if main:
-        publish_dir(tmp, spec.run_dir / "final")
+        publish_dir(tmp, work / "final")
+        publish_run(spec, work)
     barrier()  # the other ranks read the run's files (metrics, exports) only once they are complete
     return {"resumed_from": start, "skipped": False}
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +20,12 @@ pytestmark = pytest.mark.slow
 def prefect_server(tmp_path_factory):
     import os
 
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect"))
+    home = tmp_path_factory.mktemp("prefect")
+    os.environ["PREFECT_HOME"] = str(home)
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield home
 
 
 def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, monkeypatch):
@@ -34,6 +36,8 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
 
     wd = make_workdir(tmp_path / "wd")
     monkeypatch.chdir(wd)
+    canary = "sk-canary-7f3c9e1d2b4a"  # a judge key in the environment of the whole flow: stored nowhere
+    monkeypatch.setenv("OPENAI_API_KEY", canary)
     result = pipeline(
         profile="ci",
         overrides=["rl.algos=[grpo]", "rl.methods=[vanilla, r2m]"],
@@ -171,6 +175,11 @@ def test_flow_runs_all_stages_tracks_and_registers(prefect_server, tmp_path, mon
     assert (wd / "models" / "sft" / "model.safetensors").stat().st_mtime_ns == sft_bytes
     assert len(client.search_model_versions("name='r2m-policy'")) == 1
     assert json.loads((wd / "registry.json").read_text()) == reg
+
+    # the key in the flow's environment reached no file: work dir (MLflow store and artifacts included), Prefect home
+    homes = [wd, prefect_server, Path(os.environ["PREFECT_HOME"])]
+    leaked = [p for h in homes for p in h.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
+    assert not leaked, leaked
 
     # A judge-only change reruns judging and what reads its results; nothing upstream trains again.
     pipeline(overrides=["rl.algos=[grpo]", "rl.methods=[vanilla, r2m]", "judge.max_items=4"], **kwargs)

@@ -8,9 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,16 +49,29 @@ def run_in_process(wd: Path, overrides: list[str] = ()) -> Path:
     return wd
 
 
-def run_as_dvc_does(wd: Path) -> Path:
-    """Each stage in its own process, with the command line dvc.yaml gives it."""
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+SECONDS: dict[str, float] = {}  # wall clock of each stage command in run_b (where the kill test aims)
+
+
+def stage_commands(wd: Path) -> list[tuple[str, list[str]]]:
+    """(label, command line dvc.yaml gives it) of every stage of the `ci` pipeline, in order."""
     cfg = load_config(wd / "params.yaml", profile="ci")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = []
     for s in PIPELINE:
         for run in cfg.run_names() if s.matrix else [None]:
             extra = ["--algo", *run.split("-", 1)[:1], "--method", run.split("-", 1)[1]] if run else []
-            cmd = [sys.executable, "-m", "tasks", s.name, *extra, "--profile", "ci", "--no-mlflow"]
-            p = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=600)
-            assert p.returncode == 0, f"{' '.join(cmd)}:\n{p.stderr[-3000:]}"
+            label = f"{s.name}@{run}" if run else s.name
+            out.append((label, [sys.executable, "-m", "tasks", s.name, *extra, "--profile", "ci", "--no-mlflow"]))
+    return out
+
+
+def run_as_dvc_does(wd: Path) -> Path:
+    """Each stage in its own process, with the command line dvc.yaml gives it."""
+    for label, cmd in stage_commands(wd):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, cwd=wd, env=ENV, capture_output=True, text=True, timeout=600)
+        SECONDS[label] = time.perf_counter() - t0
+        assert p.returncode == 0, f"{' '.join(cmd)}:\n{p.stderr[-3000:]}"
     return wd
 
 
@@ -133,6 +149,98 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(run_a, tmp_path, mo
     assert len(mine) > 20
     differing = [k for k in mine if a[k] != r.get(k)]
     assert not differing, f"the resumed run differs from the uninterrupted one in {differing}"
+
+
+def test_every_stage_that_fails_late_leaves_the_previous_outputs_exactly(run_a, tmp_path, monkeypatch):
+    """Each stage, failing after it wrote part of its outputs (a stand-in that overwrites them, then raises), leaves
+    every file of the finished run byte-identical (tasks/outputs.py)."""
+    from tasks.outputs import declared_outputs
+
+    wd = tmp_path / "failing"
+    shutil.copytree(run_a, wd)
+    before = output_hashes(wd)
+    cfg = load_config(wd / "params.yaml", profile="ci")
+    for s in PIPELINE:
+        for run in cfg.run_names() if s.matrix else [None]:
+            written = declared_outputs(s, run)
+
+            def fails_late(view, workdir, written=written, **kwargs):
+                for rel in written:
+                    out = Path(workdir) / rel
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    (out / "partial.bin" if out.is_dir() else out).write_bytes(b"half of a new output")
+                raise RuntimeError("late failure")
+
+            monkeypatch.setattr(stages.Stage, "function", lambda self, f=fails_late: f)
+            with pytest.raises(RuntimeError, match="late failure"):
+                run_stage(s.name, cfg, wd, mlflow=False, run=run)
+            assert written, s.name
+    assert output_hashes(wd) == before and not (wd / ".r2m-backup").exists()
+
+
+KILLS_PER_STAGE = 3
+
+
+def test_kill_9_at_random_points_of_every_stage_then_rerun_equals_the_uninterrupted_run(run_a, run_b, tmp_path):
+    """Every stage's process is killed (SIGKILL, its whole process group) at KILLS_PER_STAGE random moments of its
+    run, one after another in the same work directory, then run to the end: the outputs equal run_a's bytes."""
+    wd = make_workdir(tmp_path / "killed")
+    rng = random.Random(1234)
+    landed: list[str] = []
+    for label, cmd in stage_commands(wd):
+        for _ in range(KILLS_PER_STAGE):
+            delay = rng.uniform(0.3, 0.95) * SECONDS[label]  # past the imports, before the end
+            p = subprocess.Popen(
+                cmd,
+                cwd=wd,
+                env=ENV,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                _, err = p.communicate(timeout=delay)
+                assert p.returncode == 0, f"{label}: {err[-3000:]}"  # it finished first: not a kill point
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                landed.append(f"{label}@{delay:.1f}s")
+        done = subprocess.run(cmd, cwd=wd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"rerun of {label} after kills at {landed[-3:]}:\n{done.stderr[-3000:]}"
+    n = KILLS_PER_STAGE * len(stage_commands(wd))
+    assert len(landed) >= 0.6 * n, f"only {len(landed)} of {n} kills landed while a stage ran: {landed}"
+    a, k = output_hashes(run_a), output_hashes(wd)
+    differing = sorted(f for f in a.keys() | k.keys() if a.get(f) != k.get(f))
+    assert not differing, f"after kills at {landed}, the outputs differ from the uninterrupted run in {differing}"
+
+
+def test_a_round_whose_export_was_lost_is_rebuilt_from_its_checkpoint(run_a, tmp_path, monkeypatch, caplog):
+    from r2m.rl.callbacks import RoundExporter
+
+    wd = tmp_path / "lost-export"
+    shutil.copytree(run_a, wd, ignore=shutil.ignore_patterns("rl", "rl.*", "eval", "timings"))
+    cfg = load_config(wd / "params.yaml", profile="ci")
+    run = "grpo-r2m"
+    export = RoundExporter.on_save
+
+    def killed_before_the_export(self, args, state, control, **kwargs):
+        raise RuntimeError("simulated kill after the checkpoint of step 2, before round_1 was exported")
+
+    monkeypatch.setattr(RoundExporter, "on_save", killed_before_the_export)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_stage("rl", cfg, wd, mlflow=False, run=run)
+    run_dir = wd / "models/rl" / run
+    assert (run_dir / "checkpoints" / "checkpoint-2").exists() and not (run_dir / "round_1").exists()
+    monkeypatch.setattr(RoundExporter, "on_save", export)
+    with caplog.at_level("WARNING"):
+        run_stage("rl", cfg, wd, mlflow=False, run=run)
+    assert "round 1 of grpo-r2m has no export; rebuilding it from checkpoint-2" in caplog.text
+    a, r = output_hashes(run_a), output_hashes(wd)
+    mine = [k for k in a if k.startswith((f"models/rl/{run}/round_1/", f"metrics/rl/{run}."))]
+    assert any(k.endswith("rm_accuracy.json") for k in mine) and any("policy/" in k for k in mine)
+    differing = [k for k in a if k.startswith((f"models/rl/{run}/", f"metrics/rl/{run}.")) and a[k] != r.get(k)]
+    assert not differing, f"the rebuilt run differs from the uninterrupted one in {differing}"
 
 
 # The ci profile's first numbers (seed 0, 2 threads, AVX2 kernels): update them only for an intended change of

@@ -93,7 +93,13 @@ def test_judge_openai_cli_tracks_in_mlflow_caches_and_never_leaks_the_key(tiny_p
     secret = "sk-test-SECRET-0123456789abcdef"
     monkeypatch.setenv("R2M_TEST_JUDGE_KEY", secret)
     wd = judge_workdir(tiny_pipeline, tmp_path)
-    with fake_openai_server(_prefer_shorter) as server:
+    with fake_openai_server() as server:
+
+        def echoing(request_json):  # a debugging proxy that echoes the request's headers into every reply
+            status, text = _prefer_shorter(request_json)
+            return status, text.replace("Comparison:", f"Comparison: (sent {server.requests[-1].headers})")
+
+        server.responder = echoing
         args = ["judge", "--a", "sft", "--b", "reference", "--judge", "openai", "--model", "judge-model"]
         args += ["--base-url", server.base_url, "--set", "judge.api_key_env=R2M_TEST_JUDGE_KEY"]
         args += ["--set", "judge.usd_per_1m_prompt_tokens=2.5", "--max-items", "6"]
@@ -117,6 +123,8 @@ def test_judge_openai_cli_tracks_in_mlflow_caches_and_never_leaks_the_key(tiny_p
         assert secret not in text
     leaked = [p for p in wd.rglob("*") if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
     assert not leaked, leaked  # mlflow.db, mlartifacts/, reports/, judge_cache.sqlite
+    files = [p for p in wd.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(b"Bearer ***" in p.read_bytes() for p in files)  # the echo was stored, scrubbed
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{wd / 'mlflow.db'}")

@@ -1,7 +1,9 @@
-"""A crashed RL run resumes from its last finished round; a changed config never resumes a stale run."""
+"""A crashed RL run resumes from its last finished round; a changed config never resumes a stale run, and a failing
+one leaves the finished run exactly as it was."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -49,10 +51,27 @@ def test_crash_then_resume_from_last_round(tiny_pipeline, repo, tmp_path, method
     spec, reward_fn, tok = build_run(cfg, paths, "grpo", method)
     assert train_rounds(spec, cfg, reward_fn, tok, progress=False)["skipped"] is True
 
-    # another config: the old run is moved aside, not resumed or overwritten
+    # another config that fails: the finished run is left exactly as it was (the new one trains beside it)
+    before = tree_hashes(spec.run_dir)
     cfg2 = load_config(repo / "params.yaml", profile="ci", overrides=["rl.steps=2", "rl.rounds=1"])
+    spec, reward_fn, tok = build_run(cfg2, paths, "grpo", method)
+    spec.callbacks.append(Crash(at=1))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_rounds(spec, cfg2, reward_fn, tok, progress=False)
+    assert tree_hashes(spec.run_dir) == before
+    # ... and once it succeeds, the old run is moved aside, not resumed or overwritten
     spec, reward_fn, tok = build_run(cfg2, paths, "grpo", method)
     assert train_rounds(spec, cfg2, reward_fn, tok, progress=False) == {"resumed_from": 0, "skipped": False}
     stale_root = spec.run_dir.parent.with_name("rl.stale")
     stale = [p for p in stale_root.iterdir() if p.name.startswith(f"grpo-{method}-")]
-    assert len(stale) == 1 and (stale[0] / "final" / "policy").exists()
+    assert len(stale) == 1 and tree_hashes(stale[0]) == before
+    assert json.loads((spec.run_dir / "run_config.json").read_text()) == spec.fingerprint
+    assert not any(spec.run_dir.parent.with_name("rl.pending").iterdir())
+
+
+def tree_hashes(root):
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }

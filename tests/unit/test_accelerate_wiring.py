@@ -274,7 +274,7 @@ def rank_work(r: int, shared: Path) -> dict:
     """What each rank checks; returns its observations."""
     from r2m.rl.callbacks import MetricsRecorder, ProgressBar, RoundExporter
     from r2m.rl.reward import RewardFunction
-    from r2m.rl.runner import RunSpec, prepare_run_dir
+    from r2m.rl.runner import RunSpec, prepare_run_dir, publish_run
 
     out: dict = {}
     # per-key weighted means; rank 1 has a key rank 0 lacks and vice versa
@@ -288,23 +288,29 @@ def rank_work(r: int, shared: Path) -> dict:
     except ReplicaMismatchError as e:
         out["mismatch"] = str(e)
 
-    # the run directory: checked, moved aside and written by rank 0 alone; every rank gets its answer
+    # the run directory: checked, written and published (the old one moved aside) by rank 0 alone; every rank gets
+    # its answer
     spec = RunSpec("grpo", "r2m", shared / "runs" / "grpo-r2m", shared, [], {"new": 1})
     out["prepared"] = prepare_run_dir(spec)
-    recorder = MetricsRecorder(spec.run_dir, shared / "timings.jsonl", extras=[lambda: {"r2m_x": float(r)}])
+    work = out["prepared"][0]
+    recorder = MetricsRecorder(work, shared / "timings.jsonl", extras=[lambda: {"r2m_x": float(r)}])
     for step in (1, 2):
         recorder.on_log(None, SimpleNamespace(global_step=step), None, logs={"loss": 0.5, "train_reward": 1.0})
     barrier()
-    out["metrics"] = (spec.run_dir / "metrics.jsonl").read_text()
+    out["metrics"] = (work / "metrics.jsonl").read_text()
 
     saves: list[str] = []
     model = SimpleNamespace(save_pretrained=lambda d, **kw: (saves.append("model"), Path(d).mkdir(parents=True)))
     tok = SimpleNamespace(save_pretrained=lambda d, **kw: saves.append("tok"))
     extra_calls: list[int] = []
-    exporter = RoundExporter(spec.run_dir, 2, tok, extra_export=lambda d: extra_calls.append(r))
+    exporter = RoundExporter(work, 2, tok, extra_export=lambda d: extra_calls.append(r))
     exporter.on_save(None, SimpleNamespace(global_step=2), None, model=model)
     out["saves"], out["extra_calls"] = saves, extra_calls
-    out["round"] = json.loads((spec.run_dir / "round_1" / "round.json").read_text())  # visible after the barrier
+    out["round"] = json.loads((work / "round_1" / "round.json").read_text())  # visible after the barrier
+    barrier()
+    if r == 0:
+        publish_run(spec, work)
+    barrier()
 
     bar = ProgressBar("x")
     bar.on_train_begin(None, SimpleNamespace(max_steps=2, global_step=0), None)
@@ -345,7 +351,9 @@ def test_broadcast_and_replica_checks(ranks):
 
 def test_the_run_directory_is_prepared_and_written_by_rank_0_only(ranks):
     shared = ranks[0]["shared"]
-    assert [res["prepared"] for res in ranks] == [(None, False)] * 2
+    pending = shared / "runs.pending" / "grpo-r2m"  # the old run stays until the new one is published
+    assert [res["prepared"] for res in ranks] == [(pending, None, False)] * 2
+    assert not pending.exists()
     assert len(list((shared / "runs.stale").iterdir())) == 1  # moved aside once
     assert json.loads((shared / "runs" / "grpo-r2m" / "run_config.json").read_text()) == {"new": 1}
     for res in ranks:  # one row per step, rank 0's

@@ -170,3 +170,25 @@ def test_a_params_file_edit_wins_over_the_profile(tmp_path):
     params["rl"]["steps"] = Config().rl.steps  # a default value is no edit: the profile's applies
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert load_config(tmp_path / "params.yaml").rl.steps == ci.rl.steps
+
+
+def test_long_prompts_lose_their_start_and_are_counted():
+    from r2m.config import PolicyConfig
+    from r2m.models.tokenizer import train_bpe_tokenizer
+    from r2m.prompts import fit_prompt, render_prompts_counted
+
+    tok = train_bpe_tokenizer(["hello world TL;DR: hi there"] * 4, vocab_size=300)
+    long = "POST: " + "hello world " * 5000 + "TL;DR:"  # 60,000 characters
+    short = "POST: hi\nTL;DR:"
+    cut, was_cut = fit_prompt(tok, long, 16)
+    assert was_cut and cut.endswith("TL;DR:") and len(tok(cut, add_special_tokens=False)["input_ids"]) <= 16
+    assert fit_prompt(tok, short, 16) == (short, False) and fit_prompt(tok, long, 0) == (long, False)
+    cfg = PolicyConfig(max_prompt_tokens=16)
+    out, n = render_prompts_counted(tok, [short, long, long], cfg)
+    assert n == 2 and out[0] == short and out[1] == cut and len(out[2]) < 200
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    chat = PolicyConfig(prompt_format="chat", instruction="Summarize.", max_prompt_tokens=16)
+    out, n = render_prompts_counted(tok, [long], chat)
+    assert n == 1 and out[0] == f"<user>Summarize.\n\n{cut}<assistant>"  # the instruction is never cut
+    with pytest.raises(ConfigError, match="policy.max_prompt_tokens"):
+        load_config(REPO / "params.yaml", overrides=["policy.max_prompt_tokens=-1"])

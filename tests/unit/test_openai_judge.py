@@ -71,6 +71,11 @@ def item(i: str = "1", a: str = LONG, b: str = SHORT) -> PairwiseItem:
     return PairwiseItem(id=i, prompt=POST, response_a=a, response_b=b)
 
 
+def distinct(i: str = "1", a: str = LONG, b: str = SHORT) -> PairwiseItem:
+    """An item whose request differs from every other id's (the same request twice in a batch is sent once)."""
+    return PairwiseItem(id=i, prompt=f"{POST} (post {i})", response_a=a, response_b=b)
+
+
 def summaries(request_json: dict[str, Any]) -> tuple[str, str]:
     """(summary A, summary B) as rendered into a TL;DR request."""
     m = _SUMMARIES.search(request_json["messages"][-1]["content"])
@@ -130,9 +135,16 @@ def test_both_orders_send_two_requests_per_item_second_swapped(server: FakeOpenA
     assert verdicts[0].raw.startswith("[AB] Comparison") and "\n[BA] Comparison" in verdicts[0].raw
 
 
+def test_the_same_request_twice_in_a_batch_is_sent_once(server: FakeOpenAIServer) -> None:
+    judge = make_judge(server.base_url, concurrency=4)
+    verdicts = judge.judge_batch([item("1"), distinct("2"), item("3"), item("4")])
+    assert len(server.requests) == 2 and judge.usage()["requests"] == 2
+    assert [v.item_id for v in verdicts] == ["1", "2", "3", "4"] and {v.preferred for v in verdicts} == {"A"}
+
+
 def test_a_content_based_judge_gives_consistent_winners_in_input_order(server: FakeOpenAIServer) -> None:
     server.responder = prefer_longer
-    items = [item(str(i), LONG, SHORT) if i % 2 else item(str(i), SHORT, LONG) for i in range(6)]
+    items = [distinct(str(i), LONG, SHORT) if i % 2 else distinct(str(i), SHORT, LONG) for i in range(6)]
     verdicts = make_judge(server.base_url, concurrency=4).judge(items)
     assert len(server.requests) == 12
     assert [v.item_id for v in verdicts] == [str(i) for i in range(6)]
@@ -152,7 +164,7 @@ def test_good_bad_and_truncated_replies(server: FakeOpenAIServer) -> None:
         Reply(text="Comparison: A.\nPreferred: A", finish_reason="length"),  # cut after the verdict: still usable
     )
     judge = make_judge(server.base_url, concurrency=1, max_tokens=16)
-    good, bad, cut, late_cut = judge.judge_batch([item(str(i)) for i in range(4)])
+    good, bad, cut, late_cut = judge.judge_batch([distinct(str(i)) for i in range(4)])
     assert (good.preferred, good.reason) == ("B", "B is tighter.")
     assert bad.preferred == "invalid" and bad.raw == "I like both" and "unparseable" in bad.reason
     assert cut.preferred == "invalid" and cut.raw == truncated
@@ -294,8 +306,8 @@ def test_replies_paid_for_are_cached_before_a_later_failure(server: FakeOpenAISe
 def test_tokens_and_cost_come_from_the_usage_field(server: FakeOpenAIServer) -> None:
     server.responder = lambda body: Reply(text="Preferred: A", usage={"prompt_tokens": 1000, "completion_tokens": 50})
     judge = make_judge(server.base_url, usd_per_1m_prompt_tokens=2.5, usd_per_1m_completion_tokens=10.0)
-    judge.judge([item("1"), item("2")], both_orders=False)
-    judge.judge_one(item("3"))
+    judge.judge([distinct("1"), distinct("2")], both_orders=False)
+    judge.judge_one(distinct("3"))
     usage = judge.usage()
     assert (usage["requests"], usage["prompt_tokens"], usage["completion_tokens"]) == (3, 3000, 150)
     assert usage["cost_usd"] == pytest.approx(3000 * 2.5e-6 + 150 * 10e-6)

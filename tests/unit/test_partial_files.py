@@ -49,9 +49,12 @@ def test_a_partial_checkpoint_is_skipped_for_the_last_complete_one(tmp_path, cap
     (tmp_path / "checkpoint-8" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-8" / "model.safetensors").write_bytes(b"garbage")
     assert incomplete(tmp_path / "checkpoint-8") == "model.safetensors is not a safetensors file"
+    half_state = _checkpoint(tmp_path, 10)
+    (half_state / "trainer_state.json").write_text('{"global_step": 1')  # a kill while the state was written
+    assert incomplete(half_state) == "trainer_state.json is cut short"
     with caplog.at_level("WARNING"):
         assert latest_checkpoint(tmp_path) == good
-    assert caplog.text.count("is incomplete") == 3
+    assert caplog.text.count("is incomplete") == 4
     # a method's own state (R2M's head) is part of a complete checkpoint
     assert latest_checkpoint(tmp_path, required=("r2m_head.safetensors",)) is None
     save_file({"w": torch.zeros(2)}, good / "r2m_head.safetensors")
