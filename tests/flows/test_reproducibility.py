@@ -188,8 +188,11 @@ def test_kill_9_at_random_points_of_every_stage_then_rerun_equals_the_uninterrup
     rng = random.Random(1234)
     landed: list[str] = []
     for label, cmd in stage_commands(wd):
-        for _ in range(KILLS_PER_STAGE):
-            delay = rng.uniform(0.3, 0.95) * SECONDS[label]  # past the imports, before the end
+        scale, mine = 1.0, 0  # a stage faster now than in run_b (machine load): aim earlier until the kills land
+        for _ in range(KILLS_PER_STAGE + 4):
+            if mine == KILLS_PER_STAGE:
+                break
+            delay = rng.uniform(0.3, 0.95) * SECONDS[label] * scale  # past the imports, before the end
             p = subprocess.Popen(
                 cmd,
                 cwd=wd,
@@ -202,14 +205,17 @@ def test_kill_9_at_random_points_of_every_stage_then_rerun_equals_the_uninterrup
             try:
                 _, err = p.communicate(timeout=delay)
                 assert p.returncode == 0, f"{label}: {err[-3000:]}"  # it finished first: not a kill point
+                scale /= 2
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.communicate()
                 landed.append(f"{label}@{delay:.1f}s")
+                mine += 1
         done = subprocess.run(cmd, cwd=wd, env=ENV, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"rerun of {label} after kills at {landed[-3:]}:\n{done.stderr[-3000:]}"
+        assert mine >= 1, f"no kill landed while {label} ran"
     n = KILLS_PER_STAGE * len(stage_commands(wd))
-    assert len(landed) >= 0.6 * n, f"only {len(landed)} of {n} kills landed while a stage ran: {landed}"
+    assert len(landed) >= 0.8 * n, f"only {len(landed)} of {n} kills landed while a stage ran: {landed}"
     a, k = output_hashes(run_a), output_hashes(wd)
     differing = sorted(f for f in a.keys() | k.keys() if a.get(f) != k.get(f))
     assert not differing, f"after kills at {landed}, the outputs differ from the uninterrupted run in {differing}"

@@ -79,6 +79,13 @@ def test_concurrency_16_with_429s_and_timeouts_caches_every_verdict_once(tmp_pat
         again = make_judge(server.base_url, cache=cache, concurrency=16, timeout_s=TIMEOUT_S)
         assert [v.preferred for v in again.judge(items, both_orders=True)] == [v.preferred for v in verdicts]
         assert len(server.requests) == n_requests
+        # let the server finish the requests the client abandoned before it stops: no thread of this test may
+        # outlive it (CPython 3.11's AST validation is not thread-safe: a later test's ast.parse can fail)
+        deadline = time.monotonic() + 10 * TIMEOUT_S
+        while slow.held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.held == 0
+        time.sleep(0.2)  # and write their (unread) replies
     usage = judge.usage()
     unique = 2 * N_ITEMS
     assert len(verdicts) == len(items) and all(v.preferred != "invalid" for v in verdicts)
