@@ -111,7 +111,10 @@ class FakeOpenAIServer:
         self._script: deque[ReplyLike] = deque()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
+        # stop() joins every request thread (a request the client gave up on finishes first): no thread of a test
+        # outlives it (CPython 3.11's AST validation is not thread-safe, so a stray thread can fail a later test)
+        self._httpd.daemon_threads = False
+        self._httpd.block_on_close = True
         self.port: int = self._httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(

@@ -109,3 +109,26 @@ def test_the_budget_stops_a_run_before_it_is_exceeded(tiny_pipeline, tmp_path):
         run(tiny_pipeline, "online", tmp_path / "t", overrides=["transfer.budget=40"])
     assert not (tmp_path / "t" / "online" / "iter_2").exists()  # nothing of the iteration that did not fit
     assert (tmp_path / "t" / "online" / "iter_1" / "iteration.json").exists()
+
+
+def test_the_transfer_stages_train_every_variant_and_compare_tpo_with_each(tiny_pipeline, tmp_path):
+    import json
+
+    from tasks.transfer import transfer, transfer_eval
+
+    wd = tmp_path / "wd"
+    shutil.copytree(tiny_pipeline, wd, ignore=shutil.ignore_patterns("rl", "eval", "timings", "mlflow.db"))
+    extra = ["transfer.sources=[rouge_l, reward_model]", "transfer.n_eval=8"]
+    cfg = load_config(REPO / "params.yaml", profile="ci", overrides=[*SMALL, *extra])
+    got = transfer(cfg, wd)["metrics"]
+    assert got == dict.fromkeys(
+        ["tpo.annotations", "online.annotations", "source-rouge_l.annotations", "source-reward_model.annotations"], 64
+    )
+    train = json.loads((wd / "metrics" / "transfer" / "train.json").read_text())
+    assert train["source-rouge_l"][0]["selection"] == {"rouge_l": 8}
+    out = transfer_eval(cfg, wd)["metrics"]
+    assert set(out) == {"tpo_vs_online", "tpo_vs_source-rouge_l", "tpo_vs_source-reward_model"}
+    report = json.loads((wd / "metrics" / "transfer" / "eval.json").read_text())
+    assert [it["iteration"] for it in report["iterations"]] == [1, 2] and report["judge"] == "gold"
+    assert all(0 <= r["win_rate_ties_half"] <= 1 for it in report["iterations"] for r in it["tpo_vs"].values())
+    assert (wd / "plots" / "transfer_selection.png").stat().st_size > 1000
