@@ -213,15 +213,18 @@ def incomplete(ckpt: Path, required: Sequence[str] = ()) -> str | None:
     except ValueError:
         return "trainer_state.json is cut short"
     for f in ckpt.glob("*.safetensors"):
-        raw = f.read_bytes()
-        try:
-            n = int.from_bytes(raw[:8], "little")
-            header = json.loads(raw[8 : 8 + n])
+        size = f.stat().st_size
+        try:  # the header alone says how long the file must be: the weights themselves are not read
+            with f.open("rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if n > size:
+                    raise ValueError("header longer than the file")
+                header = json.loads(fh.read(n))
             end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, AttributeError):
             return f"{f.name} is not a safetensors file"
-        if len(raw) != 8 + n + end:
-            return f"{f.name} is cut short ({len(raw)} of {8 + n + end} bytes)"
+        if size != 8 + n + end:
+            return f"{f.name} is cut short ({size} of {8 + n + end} bytes)"
     return None
 
 
