@@ -1097,17 +1097,12 @@ class Config:
                 f"{m.repetition_penalty.ngram}"
             )
         t = self.transfer
-        from r2m.transfer.specs import parse_sources
+        from r2m.transfer.specs import expand_variants, parse_sources
 
         try:
-            names = [spec.name for spec in parse_sources(t.sources)]
+            expand_variants(t.variants, [spec.name for spec in parse_sources(t.sources)])
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        for v in t.variants:
-            if v not in ("tpo", "online", "sources") and not (v.startswith("source:") and v[7:] in names):
-                raise ConfigError(
-                    f"transfer.variants: {v!r}; valid: tpo, online, sources, source:<one of {', '.join(names)}>"
-                )
         if t.replace > min(t.k, t.n_extra):
             raise ConfigError(
                 f"transfer.replace ({t.replace}) must be at most transfer.k ({t.k}) and n_extra ({t.n_extra})"

@@ -20,9 +20,9 @@ from r2m.data.rows import gold_key
 from r2m.judges.gold import gold_judge, load_gold
 from r2m.paths import Paths
 from r2m.transfer.evaluate import greedy_completions, plot_selection, win_rates
-from r2m.transfer.loop import expand_variants, run_name
+from r2m.transfer.loop import run_name
 from r2m.transfer.run import run_variant
-from r2m.transfer.specs import parse_sources
+from r2m.transfer.specs import expand_variants, parse_sources
 from r2m.transfer.ucb import ONLINE
 
 TRAIN_FILE = "train.json"

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 def dpo_config(tcfg: TransferConfig, output_dir: Path, seed: int, max_length: int):
     from trl import DPOConfig
 
+    from r2m.rl.runner import policy_device
+
     return DPOConfig(
         output_dir=str(output_dir),
         beta=tcfg.beta,
@@ -27,7 +29,7 @@ def dpo_config(tcfg: TransferConfig, output_dir: Path, seed: int, max_length: in
         max_length=max_length,
         seed=seed,
         data_seed=seed,
-        use_cpu=True,
+        use_cpu=policy_device().type == "cpu",  # as the RL stage: the GPU wherever there is one
         bf16=False,
         gradient_checkpointing=False,
         report_to="none",

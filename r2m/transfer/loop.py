@@ -19,19 +19,6 @@ from r2m.transfer.collect import AnnotationBudget, collect_prompt
 from r2m.transfer.sources import Source
 from r2m.transfer.ucb import ONLINE, WinRateUCB
 
-BASE_VARIANTS = ("tpo", "online")
-
-
-def expand_variants(variants: Sequence[str], source_names: Sequence[str]) -> list[str]:
-    """``transfer.variants`` with ``sources`` expanded to ``source:<name>`` for every source (order kept, no
-    repeats)."""
-    out: list[str] = []
-    for v in variants:
-        for x in [f"source:{n}" for n in source_names] if v == "sources" else [v]:
-            if x not in out:
-                out.append(x)
-    return out
-
 
 def candidates_of(variant: str, source_names: Sequence[str]) -> list[str]:
     """The candidates a variant's UCB chooses among."""

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 BUILT_IN = ("rouge_l", "embedding", "reward_model", "logprob")
+VARIANTS = ("tpo", "online", "sources")  # and source:<name>
 
 
 @dataclass(frozen=True)
@@ -33,4 +34,19 @@ def parse_sources(specs: Sequence[str]) -> list[SourceSpec]:
         if name in {s.name for s in out} or name in ("online", "tpo", "sources"):
             raise ValueError(f"transfer.sources: the name {name!r} is taken")
         out.append(SourceSpec(name, kind, path))
+    return out
+
+
+def expand_variants(variants: Sequence[str], source_names: Sequence[str]) -> list[str]:
+    """``transfer.variants`` with ``sources`` expanded to ``source:<name>`` for every source (order kept, no
+    repeats); raises ValueError on a variant that is none of :data:`VARIANTS` or ``source:<a source's name>``."""
+    out: list[str] = []
+    for v in variants:
+        if v not in VARIANTS and not (v.startswith("source:") and v[7:] in source_names):
+            raise ValueError(
+                f"transfer.variants: {v!r}; valid: tpo, online, sources, source:<one of {', '.join(source_names)}>"
+            )
+        for x in [f"source:{n}" for n in source_names] if v == "sources" else [v]:
+            if x not in out:
+                out.append(x)
     return out
