@@ -358,17 +358,17 @@ class OpenAICompatibleJudge(Judge):
                 self._limit.release(timed_out)
             if attempt == self.max_retries:
                 break
-            self._wait_before_retry(attempt, status, headers, body if status is None else "")
+            self._wait_before_retry(attempt, status, headers, timed_out)
         raise self._error(status, body, attempts)
 
     def _wait_before_retry(
-        self, attempt: int, status: int | None, headers: Mapping[str, str] | None, body: str = ""
+        self, attempt: int, status: int | None, headers: Mapping[str, str] | None, timed_out: bool = False
     ) -> None:
         retry_after = _retry_after_s(headers)
         delay = retry_after if retry_after is not None else self.backoff_s * 2**attempt
         what = f"HTTP {status}" if status is not None else "network error"
-        if body.startswith("timed out after"):
-            what = f"request {body.split(' (')[0]} (requests in flight now at most {self._limit.limit})"
+        if timed_out:
+            what = f"request timed out after {self.timeout_s:g} s (requests in flight now at most {self._limit.limit})"
         logger.warning(
             "judge API %s at %s (attempt %d/%d); retrying in %.2f s",
             what,
